@@ -1,0 +1,4 @@
+import { Identity1764090000000 } from './1764090000000-Identity';
+
+/** Every migration, oldest first. Listed explicitly so src (tests) and dist (the binary) load the same set. */
+export const MIGRATIONS = [Identity1764090000000];

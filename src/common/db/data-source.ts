@@ -1,0 +1,28 @@
+import { DataSource, DataSourceOptions } from 'typeorm';
+import { MIGRATIONS } from '../../../migrations';
+import type { DatabaseTarget } from './system-database';
+
+export const MIGRATIONS_TABLE = 'trace_migrations';
+
+/** The one place TypeORM is configured. synchronize is off: the schema is the migrations. */
+export function dataSourceOptions(target: DatabaseTarget, poolSize: number): DataSourceOptions {
+  const connection =
+    'url' in target
+      ? { url: target.url }
+      : { host: target.host, port: target.port, username: target.username, database: target.database };
+  return {
+    type: 'postgres',
+    ...connection,
+    synchronize: false,
+    migrationsRun: false,
+    migrations: MIGRATIONS,
+    migrationsTableName: MIGRATIONS_TABLE,
+    migrationsTransactionMode: 'each',
+    extra: { max: Math.max(poolSize, 2), application_name: 'trace' },
+    logging: false,
+  };
+}
+
+export function createDataSource(target: DatabaseTarget, poolSize: number): DataSource {
+  return new DataSource(dataSourceOptions(target, poolSize));
+}

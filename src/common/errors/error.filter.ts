@@ -1,0 +1,79 @@
+import { ArgumentsHost, Catch, ExceptionFilter, HttpException, HttpStatus } from '@nestjs/common';
+import type { Request, Response } from 'express';
+import { randomUUID } from 'node:crypto';
+import { JsonLogger } from '../logging/json-logger';
+import { TraceError } from './trace-error';
+
+const STATUS_CODES: Partial<Record<number, string>> = {
+  400: 'bad_request',
+  401: 'unauthenticated',
+  403: 'forbidden',
+  404: 'not_found',
+  405: 'method_not_allowed',
+  409: 'conflict',
+  413: 'payload_too_large',
+  415: 'unsupported_media_type',
+  422: 'unprocessable_entity',
+  429: 'too_many_requests',
+};
+
+export interface ErrorBody {
+  error: { code: string; message: string; details?: unknown };
+}
+
+/**
+ * One error shape everywhere. Deliberate errors keep their code and message; anything unexpected
+ * is logged with its stack and a correlation id, and the client sees only the id.
+ */
+@Catch()
+export class ErrorFilter implements ExceptionFilter {
+  constructor(private readonly logger: JsonLogger) {}
+
+  catch(exception: unknown, host: ArgumentsHost): void {
+    const http = host.switchToHttp();
+    const res = http.getResponse<Response>();
+    const req = http.getRequest<Request>();
+    const { status, body } = this.render(exception, req);
+    if (res.headersSent) return;
+    res.status(status).json(body);
+  }
+
+  render(exception: unknown, req: Request): { status: number; body: ErrorBody } {
+    if (exception instanceof TraceError) {
+      return { status: exception.status, body: errorBody(exception.code, exception.message, exception.details) };
+    }
+    if (exception instanceof HttpException) {
+      const status = exception.getStatus();
+      const response = exception.getResponse();
+      const message =
+        typeof response === 'string'
+          ? response
+          : typeof (response as { message?: unknown }).message === 'string'
+            ? (response as { message: string }).message
+            : exception.message;
+      // The platform adapter turns body-parser failures into HttpExceptions carrying the parser error.
+      if ((exception.cause as { type?: string } | undefined)?.type === 'entity.parse.failed') {
+        return { status, body: errorBody('malformed_json', `request body is not valid JSON: ${message}`) };
+      }
+      if (status < 500) return { status, body: errorBody(STATUS_CODES[status] ?? 'http_error', message) };
+    }
+    const correlationId = (req.headers['x-request-id'] as string | undefined) ?? randomUUID();
+    this.logger.event('error', 'ErrorFilter', 'unhandled error', {
+      correlation_id: correlationId,
+      method: req.method,
+      path: req.originalUrl,
+      error: exception instanceof Error ? exception.message : String(exception),
+      stack: exception instanceof Error ? exception.stack : undefined,
+    });
+    return {
+      status: HttpStatus.INTERNAL_SERVER_ERROR,
+      body: errorBody('internal_error', 'internal error; quote the correlation id when reporting it', {
+        correlation_id: correlationId,
+      }),
+    };
+  }
+}
+
+export function errorBody(code: string, message: string, details?: unknown): ErrorBody {
+  return { error: details === undefined ? { code, message } : { code, message, details } };
+}

@@ -1,0 +1,3 @@
+export * from './trace-error';
+export { ErrorFilter, errorBody, type ErrorBody } from './error.filter';
+export { toFieldViolations, traceValidationPipe } from './validation';

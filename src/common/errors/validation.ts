@@ -1,0 +1,29 @@
+import { ValidationError, ValidationPipe } from '@nestjs/common';
+import { badRequest, FieldViolation } from './trace-error';
+
+/** Flattens nested class-validator errors into `{field: "a.b[0].c", reason}` pairs. */
+export function toFieldViolations(errors: ValidationError[], prefix = ''): FieldViolation[] {
+  return errors.flatMap((e) => {
+    const field = /^\d+$/.test(e.property) ? `${prefix}[${e.property}]` : prefix ? `${prefix}.${e.property}` : e.property;
+    const own = Object.values(e.constraints ?? {}).map((reason) => ({ field, reason }));
+    return [...own, ...toFieldViolations(e.children ?? [], field)];
+  });
+}
+
+/** The global pipe: strips nothing silently — unknown fields are rejected, every violation is listed. */
+export function traceValidationPipe(): ValidationPipe {
+  return new ValidationPipe({
+    whitelist: true,
+    forbidNonWhitelisted: true,
+    transform: true,
+    stopAtFirstError: false,
+    exceptionFactory: (errors) => {
+      const violations = toFieldViolations(errors);
+      return badRequest(
+        'validation_failed',
+        `request is invalid: ${violations.map((v) => `${v.field}: ${v.reason}`).join('; ')}`,
+        violations,
+      );
+    },
+  });
+}

@@ -1,0 +1,3 @@
+export * from './entities';
+export * from './tokens';
+export * from './principal';

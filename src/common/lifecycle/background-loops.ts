@@ -1,0 +1,75 @@
+import { BeforeApplicationShutdown, Injectable, OnApplicationBootstrap } from '@nestjs/common';
+import { JsonLogger } from '../logging/json-logger';
+
+export interface LoopDefinition {
+  /** Shown in /health and logs, e.g. `dispatcher.node-reaper`. */
+  name: string;
+  intervalMs: number;
+  tick: () => Promise<void>;
+}
+
+interface RunningLoop extends LoopDefinition {
+  timer?: NodeJS.Timeout;
+  inFlight?: Promise<void>;
+}
+
+/**
+ * The background loops of the roles this process runs. Modules register loops while they are
+ * constructed; they start once the application has bootstrapped and stop before it shuts down,
+ * waiting for a tick in flight to finish — so a drained process leaves no half-done tick.
+ */
+@Injectable()
+export class BackgroundLoops implements OnApplicationBootstrap, BeforeApplicationShutdown {
+  private readonly loops: RunningLoop[] = [];
+  private stopping = false;
+  private stopped: Promise<void> = Promise.resolve();
+
+  constructor(private readonly logger: JsonLogger) {}
+
+  register(loop: LoopDefinition): void {
+    if (this.loops.some((l) => l.name === loop.name)) throw new Error(`loop ${loop.name} registered twice`);
+    this.loops.push({ ...loop });
+  }
+
+  names(): string[] {
+    return this.loops.map((l) => l.name).sort();
+  }
+
+  onApplicationBootstrap(): void {
+    for (const loop of this.loops) this.schedule(loop, 0);
+    if (this.loops.length) this.logger.event('info', 'BackgroundLoops', 'started', { loops: this.names() });
+  }
+
+  beforeApplicationShutdown(): Promise<void> {
+    return this.stop();
+  }
+
+  /** Idempotent: no new ticks start; resolves when the ticks in flight have finished. */
+  async stop(): Promise<void> {
+    if (this.stopping) return this.stopped;
+    this.stopping = true;
+    this.stopped = this.drain();
+    return this.stopped;
+  }
+
+  private async drain(): Promise<void> {
+    for (const loop of this.loops) clearTimeout(loop.timer);
+    await Promise.all(this.loops.map((l) => l.inFlight));
+    if (this.loops.length) this.logger.event('info', 'BackgroundLoops', 'stopped', { loops: this.names() });
+  }
+
+  private schedule(loop: RunningLoop, delay: number): void {
+    if (this.stopping) return;
+    loop.timer = setTimeout(() => {
+      loop.inFlight = loop
+        .tick()
+        .catch((err: Error) =>
+          this.logger.event('error', 'BackgroundLoops', 'tick failed', { loop: loop.name, error: err.message }),
+        )
+        .finally(() => {
+          loop.inFlight = undefined;
+          this.schedule(loop, loop.intervalMs);
+        });
+    }, delay);
+  }
+}

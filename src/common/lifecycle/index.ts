@@ -1,0 +1,2 @@
+export { BackgroundLoops, type LoopDefinition } from './background-loops';
+export { NodeRegistry } from './node-registry';

@@ -1,0 +1,43 @@
+import { Injectable, NestMiddleware } from '@nestjs/common';
+import type { NextFunction, Request, Response } from 'express';
+import { collectDefaultMetrics, Counter, Histogram, Registry } from 'prom-client';
+
+/** The process's Prometheus registry: Node runtime metrics plus Trace's own, prefixed `trace_`. */
+@Injectable()
+export class MetricsRegistry {
+  readonly registry = new Registry();
+  readonly httpRequests = new Counter({
+    name: 'trace_http_requests_total',
+    help: 'HTTP requests served, by method, route and status',
+    labelNames: ['method', 'route', 'status'] as const,
+    registers: [this.registry],
+  });
+  readonly httpDuration = new Histogram({
+    name: 'trace_http_request_duration_seconds',
+    help: 'HTTP request latency, by method and route',
+    labelNames: ['method', 'route'] as const,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [this.registry],
+  });
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry, prefix: 'trace_process_' });
+  }
+}
+
+/** Counts and times every request; labels by matched route pattern so cardinality stays bounded. */
+@Injectable()
+export class HttpMetricsMiddleware implements NestMiddleware {
+  constructor(private readonly metrics: MetricsRegistry) {}
+
+  use(req: Request, res: Response, next: NextFunction): void {
+    const end = this.metrics.httpDuration.startTimer();
+    res.on('finish', () => {
+      const route = (req.route as { path?: string } | undefined)?.path ?? 'unmatched';
+      const labels = { method: req.method, route: `${req.baseUrl ?? ''}${route}` };
+      end(labels);
+      this.metrics.httpRequests.inc({ ...labels, status: String(res.statusCode) });
+    });
+    next();
+  }
+}

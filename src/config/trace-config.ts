@@ -1,0 +1,191 @@
+import { plainToInstance, Transform } from 'class-transformer';
+import {
+  IsBoolean,
+  IsIn,
+  IsInt,
+  IsOptional,
+  IsString,
+  Matches,
+  Max,
+  Min,
+  MinLength,
+  validateSync,
+  ValidationError,
+} from 'class-validator';
+import { parse as parseEnvFile } from 'dotenv';
+import { readFileSync } from 'node:fs';
+import { isAbsolute, join, resolve } from 'node:path';
+import { parseRoles, Role } from './roles';
+import { projectRoot } from './project-root';
+
+const emptyToUndefined = ({ value }: { value: unknown }): unknown =>
+  value === '' || value === undefined ? undefined : value;
+const toInt = ({ value }: { value: unknown }): unknown =>
+  typeof value === 'string' && /^-?\d+$/.test(value.trim()) ? Number(value) : value;
+const toBool = ({ value }: { value: unknown }): unknown => {
+  if (typeof value !== 'string') return value;
+  const v = value.trim().toLowerCase();
+  if (v === 'true' || v === '1') return true;
+  if (v === 'false' || v === '0') return false;
+  return value;
+};
+
+/**
+ * The raw settings, named exactly like the environment variables that set them.
+ * docs/configuration.md documents every one; config/default.env holds the defaults.
+ */
+export class TraceEnv {
+  @IsString()
+  TRACE_ROLES!: string;
+
+  @IsString()
+  HOST!: string;
+
+  @Transform(toInt)
+  @IsInt()
+  @Min(0)
+  @Max(65535)
+  PORT!: number;
+
+  @Transform(emptyToUndefined)
+  @IsOptional()
+  @Matches(/^postgres(ql)?:\/\/.+/, { message: 'DATABASE_URL must be a postgres:// or postgresql:// URL' })
+  DATABASE_URL?: string;
+
+  @Transform(toInt)
+  @IsInt()
+  @Min(1)
+  @Max(200)
+  DATABASE_POOL_SIZE!: number;
+
+  @IsString()
+  @MinLength(1)
+  TRACE_DATA_DIR!: string;
+
+  @IsString()
+  @Matches(/^[a-z_][a-z0-9_-]{0,31}$/, { message: 'TRACE_EMBEDDED_PG_OS_USER must be a valid OS user name' })
+  TRACE_EMBEDDED_PG_OS_USER!: string;
+
+  @Transform(toBool)
+  @IsBoolean()
+  TRACE_RUN_MIGRATIONS!: boolean;
+
+  @IsIn(['auto', 'true', 'false'])
+  TRACE_BOOTSTRAP_DEV_ORG!: 'auto' | 'true' | 'false';
+
+  @Transform(emptyToUndefined)
+  @IsOptional()
+  @Matches(/^[A-Za-z0-9_\-.]{24,256}$/, {
+    message: 'TRACE_DEV_TOKEN must be 24 to 256 characters of letters, digits, "_", "-" or "."',
+  })
+  TRACE_DEV_TOKEN?: string;
+
+  @IsIn(['error', 'warn', 'info', 'debug'])
+  LOG_LEVEL!: LogLevel;
+
+  @Transform(toInt)
+  @IsInt()
+  @Min(100)
+  TRACE_HEARTBEAT_INTERVAL_MS!: number;
+
+  @Transform(toInt)
+  @IsInt()
+  @Min(1000)
+  TRACE_NODE_EXPIRY_MS!: number;
+
+  @Transform(toInt)
+  @IsInt()
+  @Min(0)
+  TRACE_SHUTDOWN_TIMEOUT_MS!: number;
+}
+
+export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
+
+/** The validated, typed configuration every module reads. Built once, at start-up. */
+export class TraceConfig {
+  constructor(
+    readonly roles: readonly Role[],
+    readonly http: { readonly host: string; readonly port: number },
+    readonly database: {
+      /** Set when an external server is used; undefined means "start the embedded one". */
+      readonly url?: string;
+      readonly poolSize: number;
+      readonly runMigrations: boolean;
+    },
+    readonly dataDir: string,
+    readonly embeddedPostgres: { readonly osUser: string },
+    readonly bootstrap: { readonly devOrg: boolean; readonly devToken?: string },
+    readonly logLevel: LogLevel,
+    readonly lifecycle: {
+      readonly heartbeatIntervalMs: number;
+      readonly nodeExpiryMs: number;
+      readonly shutdownTimeoutMs: number;
+    },
+  ) {}
+
+  hasRole(role: Role): boolean {
+    return this.roles.includes(role);
+  }
+}
+
+export class ConfigValidationError extends Error {
+  constructor(readonly violations: string[]) {
+    super(`Invalid configuration:\n${violations.map((v) => `  - ${v}`).join('\n')}`);
+    this.name = 'ConfigValidationError';
+  }
+}
+
+function flatten(errors: ValidationError[]): string[] {
+  return errors.flatMap((e) => Object.values(e.constraints ?? {}).map((message) => `${e.property}: ${message}`));
+}
+
+/**
+ * Reads config/default.env, overlays the environment (and the `--role` flag, which wins over
+ * TRACE_ROLES), validates everything at once and returns the typed config. Every violation is
+ * listed in the thrown ConfigValidationError.
+ */
+export function loadTraceConfig(
+  env: NodeJS.ProcessEnv = process.env,
+  overrides: { roles?: string } = {},
+): TraceConfig {
+  const defaults = parseEnvFile(readFileSync(join(projectRoot(), 'config', 'default.env')));
+  const known = Object.keys(defaults);
+  const merged: Record<string, string | undefined> = { ...defaults };
+  for (const key of known) {
+    if (env[key] !== undefined) merged[key] = env[key];
+  }
+  if (overrides.roles !== undefined) merged.TRACE_ROLES = overrides.roles;
+
+  const raw = plainToInstance(TraceEnv, merged);
+  const violations = flatten(validateSync(raw, { forbidUnknownValues: true }));
+
+  let roles: Role[] = [];
+  try {
+    roles = parseRoles(raw.TRACE_ROLES ?? '');
+  } catch (err) {
+    violations.push(`TRACE_ROLES: ${(err as Error).message}`);
+  }
+  if (violations.length > 0) throw new ConfigValidationError(violations);
+
+  const dataDir = isAbsolute(raw.TRACE_DATA_DIR) ? raw.TRACE_DATA_DIR : resolve(raw.TRACE_DATA_DIR);
+  const allInOne = roles.length === Object.values(Role).length;
+  const devOrg =
+    raw.TRACE_BOOTSTRAP_DEV_ORG === 'auto'
+      ? allInOne
+      : raw.TRACE_BOOTSTRAP_DEV_ORG === 'true' && roles.includes(Role.Registry);
+
+  return new TraceConfig(
+    roles,
+    { host: raw.HOST, port: raw.PORT },
+    { url: raw.DATABASE_URL, poolSize: raw.DATABASE_POOL_SIZE, runMigrations: raw.TRACE_RUN_MIGRATIONS },
+    dataDir,
+    { osUser: raw.TRACE_EMBEDDED_PG_OS_USER },
+    { devOrg, devToken: raw.TRACE_DEV_TOKEN },
+    raw.LOG_LEVEL,
+    {
+      heartbeatIntervalMs: raw.TRACE_HEARTBEAT_INTERVAL_MS,
+      nodeExpiryMs: raw.TRACE_NODE_EXPIRY_MS,
+      shutdownTimeoutMs: raw.TRACE_SHUTDOWN_TIMEOUT_MS,
+    },
+  );
+}

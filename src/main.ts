@@ -1,0 +1,95 @@
+import 'reflect-metadata';
+import { NestFactory } from '@nestjs/core';
+import { NestExpressApplication } from '@nestjs/platform-express';
+import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
+import type { AddressInfo } from 'node:net';
+import { AppModule } from './app.module';
+import { parseCliArgs, USAGE } from './cli/args';
+import { describeTarget, openSystemDatabase, SystemDatabase } from './common/db';
+import { traceValidationPipe } from './common/errors';
+import { JsonLogger } from './common/logging/json-logger';
+import { ConfigValidationError, loadTraceConfig, TraceConfig } from './config';
+
+/** Exit codes: 0 clean stop, 1 runtime failure, 2 bad command line or configuration. */
+const EXIT_USAGE = 2;
+
+async function main(): Promise<void> {
+  let config: TraceConfig;
+  try {
+    const args = parseCliArgs(process.argv.slice(2));
+    if (args.help) {
+      process.stdout.write(USAGE + '\n');
+      return;
+    }
+    config = loadTraceConfig(process.env, { roles: args.roles });
+  } catch (err) {
+    const message = err instanceof ConfigValidationError ? err.message : `trace: ${(err as Error).message}`;
+    process.stderr.write(`${message}\n\n${USAGE}\n`);
+    process.exit(EXIT_USAGE);
+  }
+
+  const logger = new JsonLogger(config.logLevel);
+  let database: SystemDatabase | undefined;
+  try {
+    database = await openSystemDatabase(config, logger);
+    logger.event('info', 'Main', 'system database', { database: describeTarget(database.target) });
+    const app = await NestFactory.create<NestExpressApplication>(AppModule.forRoles(config, logger, database.target), {
+      logger,
+      abortOnError: false,
+    });
+    app.useGlobalPipes(traceValidationPipe());
+    app.disable('x-powered-by');
+    const openapi = new DocumentBuilder()
+      .setTitle('Trace')
+      .setDescription('On-chain data pipelines: DAGs, datasets, queries')
+      .setVersion('0.1.0')
+      .addBearerAuth()
+      .build();
+    SwaggerModule.setup('docs', app, () => SwaggerModule.createDocument(app, openapi), { jsonDocumentUrl: 'docs-json' });
+
+    await app.listen(config.http.port, config.http.host);
+    const { port } = app.getHttpServer().address() as AddressInfo;
+    logger.event('info', 'Main', 'listening', { port, roles: config.roles });
+    handleSignals(config, logger, async () => {
+      await app.close();
+      await database?.stop();
+    });
+  } catch (err) {
+    logger.event('error', 'Main', 'start-up failed', { error: (err as Error).message, stack: (err as Error).stack });
+    await database?.stop().catch(() => undefined);
+    process.exit(1);
+  }
+}
+
+/**
+ * SIGTERM/SIGINT drain: loops stop taking work and finish their tick, the HTTP server stops
+ * accepting and finishes in-flight requests, this node leaves `nodes`, the pool closes, the
+ * embedded database stops, exit 0. Past TRACE_SHUTDOWN_TIMEOUT_MS we give up with exit 1.
+ */
+function handleSignals(config: TraceConfig, logger: JsonLogger, drain: () => Promise<void>): void {
+  let draining = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (draining) return;
+    draining = true;
+    logger.event('info', 'Main', 'draining', { signal });
+    const deadline = setTimeout(() => {
+      logger.event('error', 'Main', 'drain timed out', { timeout_ms: config.lifecycle.shutdownTimeoutMs });
+      process.exit(1);
+    }, config.lifecycle.shutdownTimeoutMs);
+    deadline.unref();
+    drain().then(
+      () => {
+        logger.event('info', 'Main', 'stopped');
+        process.exit(0);
+      },
+      (err: Error) => {
+        logger.event('error', 'Main', 'drain failed', { error: err.message });
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+}
+
+void main();
