@@ -5,7 +5,7 @@ import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import type { AddressInfo } from 'node:net';
 import { AppModule } from './app.module';
 import { parseCliArgs, USAGE } from './cli/args';
-import { describeTarget, openSystemDatabase, SystemDatabase } from './common/db';
+import { openSystemDatabase, SystemDatabase } from './common/db';
 import { traceValidationPipe } from './common/errors';
 import { JsonLogger } from './common/logging/json-logger';
 import { ConfigValidationError, loadTraceConfig, TraceConfig } from './config';
@@ -21,7 +21,7 @@ async function main(): Promise<void> {
       process.stdout.write(USAGE + '\n');
       return;
     }
-    config = loadTraceConfig(process.env, { roles: args.roles });
+    config = loadTraceConfig({ roles: args.roles });
   } catch (err) {
     const message = err instanceof ConfigValidationError ? err.message : `trace: ${(err as Error).message}`;
     process.stderr.write(`${message}\n\n${USAGE}\n`);
@@ -32,7 +32,7 @@ async function main(): Promise<void> {
   let database: SystemDatabase | undefined;
   try {
     database = await openSystemDatabase(config, logger);
-    logger.event('info', 'Main', 'system database', { database: describeTarget(database.target) });
+    logger.event('info', 'Main', 'system database', { database: database.target.label });
     const app = await NestFactory.create<NestExpressApplication>(AppModule.forRoles(config, logger, database.target), {
       logger,
       abortOnError: false,

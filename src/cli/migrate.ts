@@ -1,5 +1,5 @@
 import 'reflect-metadata';
-import { createDataSource, describeTarget, openSystemDatabase, runMigrationsLocked } from '../common/db';
+import { createDataSource, openSystemDatabase, runMigrationsLocked } from '../common/db';
 import { JsonLogger } from '../common/logging/json-logger';
 import { ConfigValidationError, loadTraceConfig } from '../config';
 
@@ -15,7 +15,7 @@ async function migrate(): Promise<void> {
   const logger = new JsonLogger(config.logLevel);
   const database = await openSystemDatabase(config, logger);
   try {
-    logger.event('info', 'Migrate', 'system database', { database: describeTarget(database.target) });
+    logger.event('info', 'Migrate', 'system database', { database: database.target.label });
     const dataSource = await createDataSource(database.target, 2).initialize();
     try {
       await runMigrationsLocked(dataSource, logger);

@@ -135,8 +135,14 @@ export class ConfigValidationError extends Error {
   }
 }
 
+/** Settings whose values never appear in errors or logs. */
+const SENSITIVE = new Set(['DATABASE_URL', 'TRACE_DEV_TOKEN']);
+
 function flatten(errors: ValidationError[]): string[] {
-  return errors.flatMap((e) => Object.values(e.constraints ?? {}).map((message) => `${e.property}: ${message}`));
+  return errors.map((e) => {
+    const got = SENSITIVE.has(e.property) ? '' : ` (got ${JSON.stringify(e.value)})`;
+    return `${e.property}: ${Object.values(e.constraints ?? {}).join('; ')}${got}`;
+  });
 }
 
 /**
@@ -144,10 +150,7 @@ function flatten(errors: ValidationError[]): string[] {
  * TRACE_ROLES), validates everything at once and returns the typed config. Every violation is
  * listed in the thrown ConfigValidationError.
  */
-export function loadTraceConfig(
-  env: NodeJS.ProcessEnv = process.env,
-  overrides: { roles?: string } = {},
-): TraceConfig {
+export function loadTraceConfig(overrides: { roles?: string } = {}, env: NodeJS.ProcessEnv = process.env): TraceConfig {
   const defaults = parseEnvFile(readFileSync(join(projectRoot(), 'config', 'default.env')));
   const known = Object.keys(defaults);
   const merged: Record<string, string | undefined> = { ...defaults };
@@ -157,7 +160,7 @@ export function loadTraceConfig(
   if (overrides.roles !== undefined) merged.TRACE_ROLES = overrides.roles;
 
   const raw = plainToInstance(TraceEnv, merged);
-  const violations = flatten(validateSync(raw, { forbidUnknownValues: true }));
+  const violations = flatten(validateSync(raw, { forbidUnknownValues: true, stopAtFirstError: true }));
 
   let roles: Role[] = [];
   try {

@@ -6,13 +6,14 @@ export const MIGRATIONS_TABLE = 'trace_migrations';
 
 /** The one place TypeORM is configured. synchronize is off: the schema is the migrations. */
 export function dataSourceOptions(target: DatabaseTarget, poolSize: number): DataSourceOptions {
-  const connection =
-    'url' in target
-      ? { url: target.url }
-      : { host: target.host, port: target.port, username: target.username, database: target.database };
   return {
     type: 'postgres',
-    ...connection,
+    host: target.host,
+    port: target.port,
+    username: target.user,
+    password: target.password,
+    database: target.database,
+    ssl: target.ssl,
     synchronize: false,
     migrationsRun: false,
     migrations: MIGRATIONS,

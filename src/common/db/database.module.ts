@@ -33,8 +33,13 @@ export class DatabaseModule {
         {
           provide: MIGRATIONS_APPLIED,
           inject: [DataSource, TraceConfig, JsonLogger],
-          useFactory: async (dataSource: DataSource, config: TraceConfig, logger: JsonLogger) =>
-            config.database.runMigrations ? runMigrationsLocked(dataSource, logger) : [],
+          useFactory: async (dataSource: DataSource, config: TraceConfig, logger: JsonLogger) => {
+            if (config.database.runMigrations) return runMigrationsLocked(dataSource, logger);
+            if (await dataSource.showMigrations()) {
+              throw new Error('the system database schema is behind this binary; run `npm run migrate` or set TRACE_RUN_MIGRATIONS=true');
+            }
+            return [];
+          },
         },
       ],
       exports: [MIGRATIONS_APPLIED],

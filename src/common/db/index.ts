@@ -1,6 +1,6 @@
 export { DatabaseModule, MIGRATIONS_APPLIED } from './database.module';
 export { createDataSource, dataSourceOptions, MIGRATIONS_TABLE } from './data-source';
 export { runMigrationsLocked } from './migrate';
-export { describeTarget, openSystemDatabase, type DatabaseTarget, type SystemDatabase } from './system-database';
+export { openSystemDatabase, parseDatabaseUrl, type DatabaseTarget, type SystemDatabase } from './system-database';
 export { EmbeddedPostgres, type SocketTarget } from './embedded-postgres';
 export { sql, sqlOne, type Queryable } from './sql';

@@ -54,7 +54,7 @@ export class BackgroundLoops implements OnApplicationBootstrap, BeforeApplicatio
 
   private async drain(): Promise<void> {
     for (const loop of this.loops) clearTimeout(loop.timer);
-    await Promise.all(this.loops.map((l) => l.inFlight));
+    await Promise.all(this.loops.flatMap((l) => (l.inFlight ? [l.inFlight] : [])));
     if (this.loops.length) this.logger.event('info', 'BackgroundLoops', 'stopped', { loops: this.names() });
   }
 

@@ -21,7 +21,7 @@ export class MetricsRegistry {
   });
 
   constructor() {
-    collectDefaultMetrics({ register: this.registry, prefix: 'trace_process_' });
+    collectDefaultMetrics({ register: this.registry, prefix: 'trace_' });
   }
 }
 

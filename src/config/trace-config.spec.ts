@@ -1,0 +1,44 @@
+import { resolve } from 'node:path';
+import { ConfigValidationError, loadTraceConfig } from './trace-config';
+import { Role } from './roles';
+
+describe('loadTraceConfig', () => {
+  it('reads the defaults from config/default.env', () => {
+    const config = loadTraceConfig({}, {});
+    expect(config.roles).toHaveLength(6);
+    expect(config.http).toEqual({ host: '0.0.0.0', port: 8080 });
+    expect(config.database.url).toBeUndefined();
+    expect(config.dataDir).toBe(resolve('.trace'));
+    expect(config.bootstrap.devOrg).toBe(true); // all-in-one
+    expect(config.logLevel).toBe('info');
+  });
+
+  it('lets the environment override, and the --role flag override TRACE_ROLES', () => {
+    const config = loadTraceConfig(
+      { roles: 'registry,dispatcher' },
+      { PORT: '9000', TRACE_ROLES: 'query', DATABASE_URL: 'postgres://u@db/trace', TRACE_RUN_MIGRATIONS: 'false' },
+    );
+    expect(config.http.port).toBe(9000);
+    expect(config.roles).toEqual([Role.Dispatcher, Role.Registry]);
+    expect(config.database).toMatchObject({ url: 'postgres://u@db/trace', runMigrations: false });
+    expect(config.bootstrap.devOrg).toBe(false); // not all-in-one
+  });
+
+  it('bootstraps the dev org outside all-in-one only when asked, and only with the registry', () => {
+    expect(loadTraceConfig({}, { TRACE_ROLES: 'registry', TRACE_BOOTSTRAP_DEV_ORG: 'true' }).bootstrap.devOrg).toBe(true);
+    expect(loadTraceConfig({}, { TRACE_ROLES: 'query', TRACE_BOOTSTRAP_DEV_ORG: 'true' }).bootstrap.devOrg).toBe(false);
+    expect(loadTraceConfig({}, { TRACE_BOOTSTRAP_DEV_ORG: 'false' }).bootstrap.devOrg).toBe(false);
+  });
+
+  it('lists every violation at once', () => {
+    let error: ConfigValidationError | undefined;
+    try {
+      loadTraceConfig({}, { PORT: '70000', DATABASE_POOL_SIZE: 'x', TRACE_ROLES: 'cron', TRACE_DEV_TOKEN: 'short', TRACE_RUN_MIGRATIONS: 'maybe' });
+    } catch (err) {
+      error = err as ConfigValidationError;
+    }
+    expect(error).toBeInstanceOf(ConfigValidationError);
+    const fields = error!.violations.map((v) => v.split(':')[0]).sort();
+    expect(fields).toEqual(['DATABASE_POOL_SIZE', 'PORT', 'TRACE_DEV_TOKEN', 'TRACE_ROLES', 'TRACE_RUN_MIGRATIONS']);
+  });
+});
