@@ -1,4 +1,5 @@
 import { Identity1764090000000 } from './1764090000000-Identity';
+import { DagsAndDatasets1764100000000 } from './1764100000000-DagsAndDatasets';
 
 /** Every migration, oldest first. Listed explicitly so src (tests) and dist (the binary) load the same set. */
-export const MIGRATIONS = [Identity1764090000000];
+export const MIGRATIONS = [Identity1764090000000, DagsAndDatasets1764100000000];

@@ -38,6 +38,9 @@ async function main(): Promise<void> {
       abortOnError: false,
     });
     app.useGlobalPipes(traceValidationPipe());
+    // DAG specs arrive as YAML text or JSON; the spec's own limit (256 KiB) is checked with a clear error.
+    app.useBodyParser('json', { limit: '1mb' });
+    app.useBodyParser('text', { type: ['application/yaml', 'application/x-yaml', 'text/yaml', 'text/plain'], limit: '1mb' });
     app.disable('x-powered-by');
     const openapi = new DocumentBuilder()
       .setTitle('Trace')

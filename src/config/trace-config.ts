@@ -80,6 +80,11 @@ export class TraceEnv {
   })
   TRACE_DEV_TOKEN?: string;
 
+  @Transform(emptyToUndefined)
+  @IsOptional()
+  @Matches(/^[A-Za-z0-9+/]{43}=$/, { message: 'TRACE_SECRETS_KEY must be 32 bytes in base64 (44 characters, e.g. from `openssl rand -base64 32`)' })
+  TRACE_SECRETS_KEY?: string;
+
   @IsIn(['error', 'warn', 'info', 'debug'])
   LOG_LEVEL!: LogLevel;
 
@@ -115,6 +120,8 @@ export class TraceConfig {
     readonly dataDir: string,
     readonly embeddedPostgres: { readonly osUser: string },
     readonly bootstrap: { readonly devOrg: boolean; readonly devToken?: string },
+    /** Undefined: use (or create) the key file in the data directory. */
+    readonly secretsKey: Buffer | undefined,
     readonly logLevel: LogLevel,
     readonly lifecycle: {
       readonly heartbeatIntervalMs: number;
@@ -136,7 +143,7 @@ export class ConfigValidationError extends Error {
 }
 
 /** Settings whose values never appear in errors or logs. */
-const SENSITIVE = new Set(['DATABASE_URL', 'TRACE_DEV_TOKEN']);
+const SENSITIVE = new Set(['DATABASE_URL', 'TRACE_DEV_TOKEN', 'TRACE_SECRETS_KEY']);
 
 function flatten(errors: ValidationError[]): string[] {
   return errors.map((e) => {
@@ -184,6 +191,7 @@ export function loadTraceConfig(overrides: { roles?: string } = {}, env: NodeJS.
     dataDir,
     { osUser: raw.TRACE_EMBEDDED_PG_OS_USER },
     { devOrg, devToken: raw.TRACE_DEV_TOKEN },
+    raw.TRACE_SECRETS_KEY ? Buffer.from(raw.TRACE_SECRETS_KEY, 'base64') : undefined,
     raw.LOG_LEVEL,
     {
       heartbeatIntervalMs: raw.TRACE_HEARTBEAT_INTERVAL_MS,

@@ -1,0 +1,41 @@
+import { Body, Controller, Get, Param, Put } from '@nestjs/common';
+import { ApiBearerAuth, ApiOperation, ApiProperty, ApiTags } from '@nestjs/swagger';
+import { ArrayMaxSize, IsArray, Matches } from 'class-validator';
+import { CurrentPrincipal, OrgAdminOnly } from '../../common/auth';
+import { ROLE_NAME_PATTERN, type Principal } from '../../common/identity';
+import { datasetView, DatasetsService } from './datasets.service';
+
+export class ReadRolesDto {
+  @ApiProperty({ example: ['analyst'], description: 'org roles that may read the dataset, besides its DAG\'s deployers and org admins' })
+  @IsArray()
+  @ArrayMaxSize(64)
+  @Matches(ROLE_NAME_PATTERN, { each: true, message: 'each role must be lower snake_case (at most 64)' })
+  read_roles!: string[];
+}
+
+@ApiTags('datasets')
+@ApiBearerAuth()
+@Controller('v1/datasets')
+export class DatasetsController {
+  constructor(private readonly datasets: DatasetsService) {}
+
+  @Get()
+  @ApiOperation({ summary: 'Published datasets the caller may read' })
+  async list(@CurrentPrincipal() p: Principal) {
+    return (await this.datasets.listReadable(p)).map((d) => datasetView(d));
+  }
+
+  @Get(':name')
+  @ApiOperation({ summary: 'One published dataset: uuid, producer, backend, versions, read_roles (404 if unknown or unreadable)' })
+  async get(@CurrentPrincipal() p: Principal, @Param('name') name: string) {
+    const row = await this.datasets.getReadable(p, name);
+    return datasetView(row, await this.datasets.versions(row.dataset_uuid));
+  }
+
+  @Put(':name/read-roles')
+  @OrgAdminOnly()
+  @ApiOperation({ summary: 'Set which org roles may read the dataset (org admins only)' })
+  async setReadRoles(@CurrentPrincipal() p: Principal, @Param('name') name: string, @Body() body: ReadRolesDto) {
+    return datasetView(await this.datasets.setReadRoles(p.orgId, name, body.read_roles));
+  }
+}

@@ -1,0 +1,62 @@
+import { Injectable } from '@nestjs/common';
+import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { JsonLogger } from '../../common/logging/json-logger';
+import { TraceConfig } from '../../config';
+
+export interface Sealed {
+  ciphertext: Buffer;
+  iv: Buffer;
+  authTag: Buffer;
+  keyId: string;
+}
+
+const KEY_FILE = 'secrets.key';
+
+/**
+ * AES-256-GCM with the key from TRACE_SECRETS_KEY, or — for all-in-one use — a key generated once
+ * into the data directory. The key id (a hash prefix) is stored with each secret so a rotated key
+ * is detected rather than producing garbage. The org id and secret name are bound as associated data.
+ */
+@Injectable()
+export class SecretCipher {
+  private readonly key: Buffer;
+  readonly keyId: string;
+
+  constructor(config: TraceConfig, logger: JsonLogger) {
+    this.key = config.secretsKey ?? loadOrCreateKeyFile(config.dataDir, logger);
+    this.keyId = createHash('sha256').update(this.key).digest('hex').slice(0, 16);
+  }
+
+  seal(plaintext: string, associated: string): Sealed {
+    const iv = randomBytes(12);
+    const cipher = createCipheriv('aes-256-gcm', this.key, iv);
+    cipher.setAAD(Buffer.from(associated, 'utf8'));
+    const ciphertext = Buffer.concat([cipher.update(plaintext, 'utf8'), cipher.final()]);
+    return { ciphertext, iv, authTag: cipher.getAuthTag(), keyId: this.keyId };
+  }
+
+  /** Only the wrapper (when it injects a slot's secret_env) opens secrets; no API returns them. */
+  open(sealed: Sealed, associated: string): string {
+    if (sealed.keyId !== this.keyId) throw new Error(`secret was sealed with key ${sealed.keyId}, not the configured key ${this.keyId}`);
+    const decipher = createDecipheriv('aes-256-gcm', this.key, sealed.iv);
+    decipher.setAAD(Buffer.from(associated, 'utf8'));
+    decipher.setAuthTag(sealed.authTag);
+    return Buffer.concat([decipher.update(sealed.ciphertext), decipher.final()]).toString('utf8');
+  }
+}
+
+function loadOrCreateKeyFile(dataDir: string, logger: JsonLogger): Buffer {
+  const file = join(dataDir, KEY_FILE);
+  if (existsSync(file)) {
+    const key = Buffer.from(readFileSync(file, 'utf8').trim(), 'base64');
+    if (key.length !== 32) throw new Error(`${file} does not hold a 32-byte base64 key`);
+    return key;
+  }
+  mkdirSync(dataDir, { recursive: true });
+  const key = randomBytes(32);
+  writeFileSync(file, key.toString('base64') + '\n', { mode: 0o600, flag: 'wx' });
+  logger.event('warn', 'SecretCipher', 'TRACE_SECRETS_KEY is not set; generated a key file for secrets (set TRACE_SECRETS_KEY in production)', { key_file: file });
+  return key;
+}
