@@ -30,33 +30,24 @@ async function main(): Promise<void> {
 
   const logger = new JsonLogger(config.logLevel);
   let database: SystemDatabase | undefined;
+  let app: NestExpressApplication | undefined;
+  // Installed before anything starts, so a signal during start-up still stops what was started.
+  handleSignals(config, logger, async () => {
+    await app?.close();
+    await database?.stop();
+  });
   try {
     database = await openSystemDatabase(config, logger);
     logger.event('info', 'Main', 'system database', { database: database.target.label });
-    const app = await NestFactory.create<NestExpressApplication>(AppModule.forRoles(config, logger, database.target), {
+    const nest = await NestFactory.create<NestExpressApplication>(AppModule.forRoles(config, logger, database.target), {
       logger,
       abortOnError: false,
     });
-    app.useGlobalPipes(traceValidationPipe());
-    // DAG specs arrive as YAML text or JSON; the spec's own limit (256 KiB) is checked with a clear error.
-    app.useBodyParser('json', { limit: '1mb' });
-    app.useBodyParser('text', { type: ['application/yaml', 'application/x-yaml', 'text/yaml', 'text/plain'], limit: '1mb' });
-    app.disable('x-powered-by');
-    const openapi = new DocumentBuilder()
-      .setTitle('Trace')
-      .setDescription('On-chain data pipelines: DAGs, datasets, queries')
-      .setVersion('0.1.0')
-      .addBearerAuth()
-      .build();
-    SwaggerModule.setup('docs', app, () => SwaggerModule.createDocument(app, openapi), { jsonDocumentUrl: 'docs-json' });
-
-    await app.listen(config.http.port, config.http.host);
-    const { port } = app.getHttpServer().address() as AddressInfo;
+    app = nest;
+    configureHttp(nest);
+    await nest.listen(config.http.port, config.http.host);
+    const { port } = nest.getHttpServer().address() as AddressInfo;
     logger.event('info', 'Main', 'listening', { port, roles: config.roles });
-    handleSignals(config, logger, async () => {
-      await app.close();
-      await database?.stop();
-    });
   } catch (err) {
     logger.event('error', 'Main', 'start-up failed', { error: (err as Error).message, stack: (err as Error).stack });
     await database?.stop().catch(() => undefined);
@@ -64,10 +55,26 @@ async function main(): Promise<void> {
   }
 }
 
+/** Pipes, body parsers and the OpenAPI document: the same for every role. */
+function configureHttp(app: NestExpressApplication): void {
+  app.useGlobalPipes(traceValidationPipe());
+  // DAG specs arrive as YAML text or JSON; the spec's own limit (256 KiB) is checked with a clear error.
+  app.useBodyParser('json', { limit: '1mb' });
+  app.useBodyParser('text', { type: ['application/yaml', 'application/x-yaml', 'text/yaml', 'text/plain'], limit: '1mb' });
+  app.disable('x-powered-by');
+  const openapi = new DocumentBuilder()
+    .setTitle('Trace')
+    .setDescription('On-chain data pipelines: DAGs, datasets, queries')
+    .setVersion('0.1.0')
+    .addBearerAuth()
+    .build();
+  SwaggerModule.setup('docs', app, () => SwaggerModule.createDocument(app, openapi), { jsonDocumentUrl: 'docs-json' });
+}
+
 /**
- * SIGTERM/SIGINT drain: loops stop taking work and finish their tick, the HTTP server stops
- * accepting and finishes in-flight requests, this node leaves `nodes`, the pool closes, the
- * embedded database stops, exit 0. Past TRACE_SHUTDOWN_TIMEOUT_MS we give up with exit 1.
+ * SIGTERM/SIGINT drain: loops stop taking work and finish their tick, this node leaves `nodes`,
+ * the HTTP server stops accepting and finishes in-flight requests, the pool closes, the embedded
+ * database stops, exit 0. Past TRACE_SHUTDOWN_TIMEOUT_MS we give up with exit 1.
  */
 function handleSignals(config: TraceConfig, logger: JsonLogger, drain: () => Promise<void>): void {
   let draining = false;

@@ -30,6 +30,22 @@ describe('loadTraceConfig', () => {
     expect(loadTraceConfig({}, { TRACE_BOOTSTRAP_DEV_ORG: 'false' }).bootstrap.devOrg).toBe(false);
   });
 
+  it('says what is wrong in terms a person can act on', () => {
+    const message = (env: NodeJS.ProcessEnv) => {
+      try {
+        loadTraceConfig({}, env);
+      } catch (err) {
+        return (err as Error).message;
+      }
+      throw new Error('expected a ConfigValidationError');
+    };
+    expect(message({ PORT: 'eighty' })).toContain('PORT: PORT must be an integer number (got "eighty")');
+    expect(message({ TRACE_HEARTBEAT_INTERVAL_MS: '5000', TRACE_NODE_EXPIRY_MS: '6000' })).toContain('at least twice TRACE_HEARTBEAT_INTERVAL_MS');
+    const devToken = message({ TRACE_DEV_TOKEN: 'x'.repeat(40) });
+    expect(devToken).toContain('must start with "trc_"');
+    expect(devToken).not.toContain('x'.repeat(40)); // sensitive values are never echoed
+  });
+
   it('lists every violation at once', () => {
     let error: ConfigValidationError | undefined;
     try {

@@ -42,9 +42,9 @@ export class TraceEnv {
   HOST!: string;
 
   @Transform(toInt)
-  @IsInt()
   @Min(0)
   @Max(65535)
+  @IsInt()
   PORT!: number;
 
   @Transform(emptyToUndefined)
@@ -53,9 +53,9 @@ export class TraceEnv {
   DATABASE_URL?: string;
 
   @Transform(toInt)
-  @IsInt()
   @Min(1)
   @Max(200)
+  @IsInt()
   DATABASE_POOL_SIZE!: number;
 
   @IsString()
@@ -75,8 +75,8 @@ export class TraceEnv {
 
   @Transform(emptyToUndefined)
   @IsOptional()
-  @Matches(/^[A-Za-z0-9_\-.]{24,256}$/, {
-    message: 'TRACE_DEV_TOKEN must be 24 to 256 characters of letters, digits, "_", "-" or "."',
+  @Matches(/^trc_[A-Za-z0-9_\-.]{20,252}$/, {
+    message: 'TRACE_DEV_TOKEN must start with "trc_" followed by 20 to 252 letters, digits, "_", "-" or "."',
   })
   TRACE_DEV_TOKEN?: string;
 
@@ -174,6 +174,9 @@ export function loadTraceConfig(overrides: { roles?: string } = {}, env: NodeJS.
     roles = parseRoles(raw.TRACE_ROLES ?? '');
   } catch (err) {
     violations.push(`TRACE_ROLES: ${(err as Error).message}`);
+  }
+  if (violations.length === 0 && raw.TRACE_NODE_EXPIRY_MS < 2 * raw.TRACE_HEARTBEAT_INTERVAL_MS) {
+    violations.push('TRACE_NODE_EXPIRY_MS: must be at least twice TRACE_HEARTBEAT_INTERVAL_MS, or live nodes would be reaped');
   }
   if (violations.length > 0) throw new ConfigValidationError(violations);
 

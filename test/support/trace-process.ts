@@ -1,5 +1,13 @@
 import { ChildProcess, spawn } from 'node:child_process';
+import { chmodSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+
+function freshDataDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'trace-data-'));
+  chmodSync(dir, 0o755); // the embedded Postgres user must be able to enter it
+  return dir;
+}
 
 const MAIN = join(__dirname, '..', '..', 'dist', 'src', 'main.js');
 
@@ -76,7 +84,8 @@ interface Run {
 
 function runTrace(options: StartOptions): Run {
   const child = spawn(process.execPath, [MAIN, ...(options.args ?? [])], {
-    env: { PATH: process.env.PATH, HOME: process.env.HOME, PORT: '0', HOST: '127.0.0.1', TRACE_HEARTBEAT_INTERVAL_MS: '500', ...options.env },
+    // Each process gets its own data directory (dev token, key files) unless the test names one.
+    env: { PATH: process.env.PATH, HOME: process.env.HOME, PORT: '0', HOST: '127.0.0.1', TRACE_HEARTBEAT_INTERVAL_MS: '500', TRACE_DATA_DIR: freshDataDir(), ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   // A test that fails half-way must not leave servers behind.

@@ -123,9 +123,8 @@ export class IdentityService {
     return revoked!;
   }
 
-  /** First start of an all-in-one platform: org `dev`, its admin, and a token (see DevOrgBootstrap). */
   /**
-   * Creates org `dev` and its admin if missing. The admin gets `configuredToken` when given
+   * First start of an all-in-one platform (see DevOrgBootstrap). Creates org `dev` and its admin if missing. The admin gets `configuredToken` when given
    * (registered even if the org already existed), otherwise a generated token, only on creation.
    * Returns the token it stored, if any.
    */
