@@ -85,6 +85,42 @@ export class TraceEnv {
   @Matches(/^[A-Za-z0-9+/]{43}=$/, { message: 'TRACE_SECRETS_KEY must be 32 bytes in base64 (44 characters, e.g. from `openssl rand -base64 32`)' })
   TRACE_SECRETS_KEY?: string;
 
+  @Transform(emptyToUndefined)
+  @IsOptional()
+  @Matches(/^[A-Za-z0-9+/=_-]{32,256}$/, { message: 'TRACE_INTERNAL_TOKEN must be 32 to 256 characters (base64 or base64url)' })
+  TRACE_INTERNAL_TOKEN?: string;
+
+  @Transform(emptyToUndefined)
+  @IsOptional()
+  @Matches(/^https?:\/\/[^\s/]+(\/.*)?$/, { message: 'TRACE_DISPATCHER_URL must be an http(s) URL' })
+  TRACE_DISPATCHER_URL?: string;
+
+  @IsIn(['local'], { message: 'TRACE_DISPATCH_TRANSPORT must be "local" (the SQS transport is not in this build yet)' })
+  TRACE_DISPATCH_TRANSPORT!: 'local';
+
+  @Transform(toInt)
+  @Min(10)
+  @IsInt()
+  TRACE_DISPATCH_POLL_MS!: number;
+
+  @Transform(toInt)
+  @Min(10)
+  @IsInt()
+  TRACE_REAPER_INTERVAL_MS!: number;
+
+  @Transform(toInt)
+  @Min(1)
+  @Max(256)
+  @IsInt()
+  TRACE_WRAPPER_CONCURRENCY!: number;
+
+  @IsString()
+  @MinLength(1)
+  TRACE_CODE_ROOT!: string;
+
+  @Matches(/^[a-z_][a-z0-9_-]{0,31}$/, { message: 'TRACE_SANDBOX_USER must be a valid OS user name' })
+  TRACE_SANDBOX_USER!: string;
+
   @IsIn(['error', 'warn', 'info', 'debug'])
   LOG_LEVEL!: LogLevel;
 
@@ -122,6 +158,19 @@ export class TraceConfig {
     readonly bootstrap: { readonly devOrg: boolean; readonly devToken?: string },
     /** Undefined: use (or create) the key file in the data directory. */
     readonly secretsKey: Buffer | undefined,
+    readonly dispatch: {
+      /** Undefined: use (or create) the token file in the data directory. */
+      readonly internalToken?: string;
+      /** Undefined: this process. */
+      readonly dispatcherUrl?: string;
+      readonly transport: 'local';
+      readonly pollMs: number;
+      readonly reaperIntervalMs: number;
+      readonly wrapperConcurrency: number;
+      readonly sandboxUser: string;
+      /** Where user-code entry points are resolved; they may not leave it. */
+      readonly codeRoot: string;
+    },
     readonly logLevel: LogLevel,
     readonly lifecycle: {
       readonly heartbeatIntervalMs: number;
@@ -143,7 +192,7 @@ export class ConfigValidationError extends Error {
 }
 
 /** Settings whose values never appear in errors or logs. */
-const SENSITIVE = new Set(['DATABASE_URL', 'TRACE_DEV_TOKEN', 'TRACE_SECRETS_KEY']);
+const SENSITIVE = new Set(['DATABASE_URL', 'TRACE_DEV_TOKEN', 'TRACE_SECRETS_KEY', 'TRACE_INTERNAL_TOKEN']);
 
 function flatten(errors: ValidationError[]): string[] {
   return errors.map((e) => {
@@ -195,6 +244,16 @@ export function loadTraceConfig(overrides: { roles?: string } = {}, env: NodeJS.
     { osUser: raw.TRACE_EMBEDDED_PG_OS_USER },
     { devOrg, devToken: raw.TRACE_DEV_TOKEN },
     raw.TRACE_SECRETS_KEY ? Buffer.from(raw.TRACE_SECRETS_KEY, 'base64') : undefined,
+    {
+      internalToken: raw.TRACE_INTERNAL_TOKEN,
+      dispatcherUrl: raw.TRACE_DISPATCHER_URL?.replace(/\/$/, ''),
+      transport: raw.TRACE_DISPATCH_TRANSPORT,
+      pollMs: raw.TRACE_DISPATCH_POLL_MS,
+      reaperIntervalMs: raw.TRACE_REAPER_INTERVAL_MS,
+      wrapperConcurrency: raw.TRACE_WRAPPER_CONCURRENCY,
+      sandboxUser: raw.TRACE_SANDBOX_USER,
+      codeRoot: resolve(raw.TRACE_CODE_ROOT),
+    },
     raw.LOG_LEVEL,
     {
       heartbeatIntervalMs: raw.TRACE_HEARTBEAT_INTERVAL_MS,

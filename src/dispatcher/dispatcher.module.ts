@@ -1,6 +1,13 @@
 import { Module } from '@nestjs/common';
+import { DispatcherCoreModule } from './core/dispatcher-core.module';
+import { DispatcherLoops } from './dispatcher-loops.service';
+import { InternalController } from './internal/internal.controller';
 import { NodeReaper } from './node-reaper.service';
 
-/** The `dispatcher` role: turns dataset events into tasks and meters them out to workers. */
-@Module({ providers: [NodeReaper] })
+/** The `dispatcher` role: turns dataset events into tasks, meters them out, reaps, serves /internal/*. */
+@Module({
+  imports: [DispatcherCoreModule],
+  controllers: [InternalController],
+  providers: [NodeReaper, DispatcherLoops],
+})
 export class DispatcherModule {}

@@ -1,4 +1,5 @@
 import { Module } from '@nestjs/common';
+import { DispatcherCoreModule } from '../dispatcher/core/dispatcher-core.module';
 import { DagDeployService } from './dags/dag-deploy.service';
 import { DagsController } from './dags/dags.controller';
 import { DagsService } from './dags/dags.service';
@@ -7,14 +8,15 @@ import { DatasetsService } from './datasets/datasets.service';
 import { DevOrgBootstrap } from './identity/dev-org.bootstrap';
 import { IdentityController } from './identity/identity.controller';
 import { IdentityService } from './identity/identity.service';
-import { SecretCipher } from './secrets/secret-cipher';
 import { SecretsController } from './secrets/secrets.controller';
 import { SecretsService } from './secrets/secrets.service';
+import { TasksController } from './tasks.controller';
 
-/** The `registry` role: identity, DAG specs and deploys, the dataset registry and its ACLs, secrets. */
+/** The `registry` role: identity, DAG specs and deploys, the dataset registry and its ACLs, secrets, the task API. */
 @Module({
-  controllers: [IdentityController, DagsController, DatasetsController, SecretsController],
-  providers: [IdentityService, DevOrgBootstrap, DagDeployService, DagsService, DatasetsService, SecretCipher, SecretsService],
+  imports: [DispatcherCoreModule],
+  controllers: [IdentityController, DagsController, DatasetsController, SecretsController, TasksController],
+  providers: [IdentityService, DevOrgBootstrap, DagDeployService, DagsService, DatasetsService, SecretsService],
   exports: [IdentityService, DatasetsService],
 })
 export class RegistryModule {}

@@ -94,6 +94,7 @@ publish: [{job: nobody, dataset_name: x}]`;
   it('duplicate keys, anchors, oversized specs and non-mapping documents are refused', async () => {
     expect((await postYaml(trace.baseUrl, '/v1/dags', TOKEN, 'name: a\nname: b\njobs: []\n')).body.error.details[0].reason).toMatch(/unique/);
     expect((await postYaml(trace.baseUrl, '/v1/dags', TOKEN, 'name: &n x\njobs: *n\n')).body.error.details[0].reason).toMatch(/anchors and aliases/);
+    expect((await postYaml(trace.baseUrl, '/v1/dags', TOKEN, 'name: x\ndescription: !!binary aGk=\njobs: []\n')).body.error.details[0].reason).toMatch(/YAML tags/);
     const huge = `name: big\ndescription: "${'x'.repeat(300 * 1024)}"\njobs: []\n`;
     const big = await postYaml(trace.baseUrl, '/v1/dags', TOKEN, huge);
     expect(big.status).toBe(400);

@@ -25,7 +25,7 @@ describe('--role picks which modules load', () => {
     const health = await call(p.baseUrl, 'GET', '/health');
     expect(health.status).toBe(200);
     expect(health.body).toMatchObject({ status: 'ok', roles: ['dispatcher'], database: 'up' });
-    expect(health.body.loops).toEqual(['dispatcher.node-reaper', 'node.heartbeat']);
+    expect(health.body.loops).toEqual(['dispatcher.node-reaper', 'dispatcher.reaper', 'dispatcher.start-tasks', 'node.heartbeat']);
 
     // The token is valid (the auth guard is common), but the registry's controllers are not loaded.
     for (const path of ['/v1/me', '/v1/orgs/dev', '/v1/orgs/dev/users']) {

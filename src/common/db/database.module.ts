@@ -41,11 +41,15 @@ export class DatabaseModule {
             return [];
           },
         },
+        { provide: DATABASE_TARGET, useValue: target },
       ],
-      exports: [MIGRATIONS_APPLIED],
+      exports: [MIGRATIONS_APPLIED, DATABASE_TARGET],
     };
   }
 }
+
+/** The parsed connection target, for components that need a connection of their own (LISTEN). */
+export const DATABASE_TARGET = Symbol('DATABASE_TARGET');
 
 /** Inject this in anything that must not run before the schema is current. */
 export const MIGRATIONS_APPLIED = Symbol('MIGRATIONS_APPLIED');

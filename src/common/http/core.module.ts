@@ -2,6 +2,8 @@ import { Global, MiddlewareConsumer, Module, NestModule } from '@nestjs/common';
 import { APP_FILTER, APP_GUARD } from '@nestjs/core';
 import { AuthGuard, TokenAuthService } from '../auth';
 import { ErrorFilter } from '../errors';
+import { InternalCredential } from '../keys/internal-credential';
+import { SecretCipher } from '../keys/secret-cipher';
 import { BackgroundLoops, NodeRegistry } from '../lifecycle';
 import { RequestLogMiddleware } from '../logging/request-log.middleware';
 import { HttpMetricsMiddleware, MetricsRegistry } from '../metrics/metrics';
@@ -19,10 +21,12 @@ import { HealthController } from './health.controller';
     TokenAuthService,
     BackgroundLoops,
     NodeRegistry,
+    SecretCipher,
+    InternalCredential,
     { provide: APP_GUARD, useClass: AuthGuard },
     { provide: APP_FILTER, useClass: ErrorFilter },
   ],
-  exports: [MetricsRegistry, BackgroundLoops, NodeRegistry, TokenAuthService],
+  exports: [MetricsRegistry, BackgroundLoops, NodeRegistry, TokenAuthService, SecretCipher, InternalCredential],
 })
 export class CoreModule implements NestModule {
   configure(consumer: MiddlewareConsumer): void {

@@ -11,6 +11,8 @@ export interface LoopDefinition {
 interface RunningLoop extends LoopDefinition {
   timer?: NodeJS.Timeout;
   inFlight?: Promise<void>;
+  /** Woken while a tick was in flight: run again as soon as it ends. */
+  again?: boolean;
 }
 
 /**
@@ -33,6 +35,18 @@ export class BackgroundLoops implements OnApplicationBootstrap, BeforeApplicatio
 
   names(): string[] {
     return this.loops.map((l) => l.name).sort();
+  }
+
+  /** Runs the loop's next tick now instead of at its interval (e.g. on a NOTIFY). */
+  wake(name: string): void {
+    const loop = this.loops.find((l) => l.name === name);
+    if (!loop || this.stopping) return;
+    if (loop.inFlight) {
+      loop.again = true;
+      return;
+    }
+    clearTimeout(loop.timer);
+    this.schedule(loop, 0);
   }
 
   onApplicationBootstrap(): void {
@@ -68,7 +82,9 @@ export class BackgroundLoops implements OnApplicationBootstrap, BeforeApplicatio
         )
         .finally(() => {
           loop.inFlight = undefined;
-          this.schedule(loop, loop.intervalMs);
+          const again = loop.again;
+          loop.again = false;
+          this.schedule(loop, again ? 0 : loop.intervalMs);
         });
     }, delay);
   }

@@ -39,7 +39,6 @@ interface Prepared {
   text: string;
   dag?: DagRow;
   plan: DeployPlan;
-  latestHash?: string;
 }
 
 /**
@@ -65,12 +64,12 @@ export class DagDeployService {
       const checked = parseAndValidate(body);
       // Deploys of one DAG are serialised, and the registry checks run under that lock.
       await tx.query(`SELECT pg_advisory_xact_lock(hashtext($1))`, [`dag:${principal.orgId}:${checked.spec.name}`]);
-      const { spec, text, dag, plan, latestHash } = await this.prepare(principal, checked, tx);
+      const { spec, text, dag, plan } = await this.prepare(principal, checked, tx);
       await this.assertMayDeploy(principal, dag, tx);
 
-      if (dag && latestHash === plan.spec_hash) {
+      if (dag && plan.change === 'unchanged') {
         const latest = await this.latestVersion(tx, dag.id);
-        return { created_version: false, message: `identical to version ${latest!.number}; nothing to deploy`, version: latest!, plan: { ...plan, change: 'unchanged', activation: 'none' } };
+        return { created_version: false, message: `identical to version ${latest!.number}; nothing to deploy`, version: latest!, plan };
       }
 
       const dagId = dag?.id ?? (await this.createDag(tx, principal, spec.name));
@@ -117,8 +116,8 @@ export class DagDeployService {
       for (const r of rows) existing.set(`${r.job_name}#${r.output_index}`, r);
     }
     const latest = dag ? await sqlOne<{ spec_hash: string }>(db, `SELECT spec_hash FROM dag_versions WHERE dag_id = $1 ORDER BY number DESC LIMIT 1`, [dag.id]) : undefined;
-    const plan = planDeploy(spec, active?.spec, existing, warnings);
-    return { spec, text, dag: dag ?? undefined, plan, latestHash: latest?.spec_hash };
+    const plan = planDeploy(spec, active?.spec, existing, warnings, latest?.spec_hash);
+    return { spec, text, dag: dag ?? undefined, plan };
   }
 
   /** What only the registry knows: other DAGs' names, readable datasets, the org's secrets. */
@@ -199,7 +198,8 @@ export class DagDeployService {
    * (metadata only), and every dataset without a current version gets its first one in the pointer set.
    */
   private async activate(tx: EntityManager, orgId: string, dagId: string, versionId: string, spec: DagSpec): Promise<void> {
-    await tx.query(`UPDATE dag_versions SET status = 'superseded' WHERE dag_id = $1 AND status = 'active'`, [dagId]);
+    // The new active version supersedes the old one and any pending version it overtakes.
+    await tx.query(`UPDATE dag_versions SET status = 'superseded' WHERE dag_id = $1 AND status IN ('active', 'pending') AND id <> $2`, [dagId, versionId]);
     await tx.query(`UPDATE dag_versions SET status = 'active' WHERE id = $1`, [versionId]);
     await tx.query(`UPDATE dags SET active_version_id = $2 WHERE id = $1`, [dagId, versionId]);
 
@@ -212,11 +212,16 @@ export class DagDeployService {
         });
     }
 
+    await this.recordConsumers(tx, orgId, dagId, spec);
+
+    // Only this spec's own outputs: datasets registered by an overtaken pending version are left alone.
+    const outputs = spec.jobs.flatMap((j) => j.outputs.flatMap((o, i) => (o.writes_to ? [] : [`${j.name}#${i}`])));
     const fresh = await sql<{ dataset_uuid: string; backend: string }>(
       tx,
       `SELECT d.dataset_uuid, d.backend FROM datasets d
-        WHERE d.dag_id = $1 AND NOT EXISTS (SELECT 1 FROM dag_dataset_pointers p WHERE p.dag_id = d.dag_id AND p.dataset_uuid = d.dataset_uuid)`,
-      [dagId],
+        WHERE d.dag_id = $1 AND d.job_name || '#' || d.output_index = ANY ($2)
+          AND NOT EXISTS (SELECT 1 FROM dag_dataset_pointers p WHERE p.dag_id = d.dag_id AND p.dataset_uuid = d.dataset_uuid)`,
+      [dagId, outputs],
     );
     for (const ds of fresh) {
       const [version] = await sql<{ dataset_version: string }>(tx, `SELECT gen_random_uuid() AS dataset_version`);
@@ -227,6 +232,32 @@ export class DagDeployService {
           : `"ds_${ds.dataset_uuid.replace(/-/g, '')}"."v_${v.replace(/-/g, '')}"`;
       await tx.query(`INSERT INTO dataset_versions (dataset_version, dataset_uuid, dag_version_id, status, location) VALUES ($1, $2, $3, 'building', $4)`, [v, ds.dataset_uuid, versionId, location]);
       await tx.query(`INSERT INTO dag_dataset_pointers (dag_id, dataset_uuid, dataset_version) VALUES ($1, $2, $3)`, [dagId, ds.dataset_uuid, v]);
+    }
+  }
+
+  /**
+   * Which dataset each job input reads, by uuid (so publish renames never break a subscription):
+   * the dispatcher fans each event out to exactly these consumers.
+   */
+  private async recordConsumers(tx: EntityManager, orgId: string, dagId: string, spec: DagSpec): Promise<void> {
+    await tx.query(`DELETE FROM dataset_consumers WHERE dag_id = $1`, [dagId]);
+    const shared = new Map<string, string>();
+    for (const job of spec.jobs) {
+      job.outputs.forEach((out, i) => out.writes_to && shared.set(`${job.name}#${i}`, `${out.writes_to.job}#${out.writes_to.output}`));
+    }
+    for (const job of spec.jobs) {
+      for (const [index, input] of job.inputs.entries()) {
+        let source: { dataset_uuid: string } | undefined;
+        if ('dataset' in input.from) {
+          source = await sqlOne(tx, `SELECT dataset_uuid FROM datasets WHERE org_id = $1 AND dataset_name = $2`, [orgId, input.from.dataset]);
+        } else {
+          const key = `${input.from.job}#${input.from.output}`;
+          const [producer, output] = (shared.get(key) ?? key).split('#');
+          source = await sqlOne(tx, `SELECT dataset_uuid FROM datasets WHERE dag_id = $1 AND job_name = $2 AND output_index = $3`, [dagId, producer, Number(output)]);
+        }
+        if (!source) throw new Error(`input ${job.name}.inputs[${index}] resolves to no dataset at activation`);
+        await tx.query(`INSERT INTO dataset_consumers (dataset_uuid, dag_id, job_name, input_index) VALUES ($1, $2, $3, $4)`, [source.dataset_uuid, dagId, job.name, index]);
+      }
     }
   }
 

@@ -62,7 +62,14 @@ export type ExistingDatasets = Map<string, { dataset_uuid: string; dataset_name:
  * change and how, what must be rebuilt (edited jobs + transitive downstream), and which publish
  * names change — metadata only.
  */
-export function planDeploy(next: DagSpec, previous: DagSpec | undefined, existing: ExistingDatasets, warnings: SpecWarning[]): DeployPlan {
+export function planDeploy(
+  next: DagSpec,
+  previous: DagSpec | undefined,
+  existing: ExistingDatasets,
+  warnings: SpecWarning[],
+  /** The newest stored version's hash (active or pending): deploying it again is a no-op. */
+  latestHash?: string,
+): DeployPlan {
   const hash = specHash(next);
   const prevJobs = new Map((previous?.jobs ?? []).map((j) => [j.name, j]));
   const nextJobs = new Map(next.jobs.map((j) => [j.name, j]));
@@ -108,7 +115,7 @@ export function planDeploy(next: DagSpec, previous: DagSpec | undefined, existin
     }
   }
 
-  const unchanged = previous !== undefined && specHash(previous) === hash;
+  const unchanged = latestHash === hash;
   return {
     dag: next.name,
     spec_hash: hash,

@@ -1,4 +1,4 @@
-import { isMap, isSeq, LineCounter, parseDocument, Scalar, YAMLMap, YAMLSeq, Node as YamlNode, isScalar, isPair } from 'yaml';
+import { isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, Scalar, visit, YAMLMap, YAMLSeq, Node as YamlNode } from 'yaml';
 import { LIMITS, SpecViolation } from './dag-spec';
 
 export interface ParsedSpec {
@@ -21,10 +21,19 @@ export function parseSpecText(text: string): ParsedSpec {
   if (text.trim() === '') return { ...none, violations: [{ path: '', reason: 'spec is empty' }] };
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: true, schema: 'core' });
-  const violations: SpecViolation[] = doc.errors.map((e) => {
+  // Warnings (unknown tags such as !foo or !!binary) are refused too: a spec is plain data.
+  const violations: SpecViolation[] = [...doc.errors, ...doc.warnings].map((e) => {
     const pos = e.linePos?.[0];
     const message = e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '');
     return { path: '', reason: `malformed YAML: ${message}`, line: pos?.line, column: pos?.col };
+  });
+  visit(doc, {
+    Node: (_key, node) => {
+      const n = node as YamlNode & { anchor?: string; tag?: string };
+      const at = n.range ? lineCounter.linePos(n.range[0]) : undefined;
+      if (n.anchor) violations.push({ path: '', reason: 'YAML anchors and aliases (&name / *name) are not allowed in a DAG spec', line: at?.line, column: at?.col });
+      else if (n.tag) violations.push({ path: '', reason: `YAML tags (${n.tag}) are not allowed in a DAG spec`, line: at?.line, column: at?.col });
+    },
   });
   if (violations.length > 0) return { ...none, violations };
   let value: unknown;

@@ -375,7 +375,7 @@ function duration(c: Checker, path: string, v: unknown): number | undefined {
     const m = /^(\d{1,7})(s|m|h|d)$/.exec(v.trim());
     if (m) seconds = Number(m[1]) * { s: 1, m: 60, h: 3600, d: 86400 }[m[2] as 's' | 'm' | 'h' | 'd'];
   }
-  if (seconds === undefined) return c.fail(path, `must be seconds (an integer) or a duration like "30s", "15m", "2h"; got ${JSON.stringify(v)}`);
+  if (seconds === undefined) return c.fail(path, `must be seconds (an integer) or a duration like "30s", "15m", "2h", "1d"; got ${JSON.stringify(v)}`);
   if (seconds < 1 || seconds > LIMITS.timeoutSeconds) return c.fail(path, `must be between 1 second and ${LIMITS.timeoutSeconds / 86400} days`);
   return seconds;
 }

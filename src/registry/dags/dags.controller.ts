@@ -70,6 +70,7 @@ export class DagsController {
 
   @Get(':name/versions/:n')
   version(@CurrentPrincipal() p: Principal, @Param('name') name: string, @Param('n', dagVersion) n: number) {
+    if (n < 1) throw badRequest('validation_failed', 'version must be a positive integer', [{ field: 'n', reason: 'must be a positive integer' }]);
     return this.dags.version(p.orgId, name, n);
   }
 

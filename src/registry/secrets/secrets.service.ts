@@ -1,7 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import { sql, sqlOne } from '../../common/db';
-import { SecretCipher } from './secret-cipher';
+import { SecretCipher } from '../../common/keys/secret-cipher';
 
 export interface SecretView {
   name: string;

@@ -1,8 +1,8 @@
 import { Injectable } from '@nestjs/common';
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { loadOrCreateKeyFile } from './key-file';
 import { join } from 'node:path';
-import { JsonLogger } from '../../common/logging/json-logger';
+import { JsonLogger } from '../logging/json-logger';
 import { TraceConfig } from '../../config';
 
 export interface Sealed {
@@ -25,7 +25,7 @@ export class SecretCipher {
   readonly keyId: string;
 
   constructor(config: TraceConfig, logger: JsonLogger) {
-    this.key = config.secretsKey ?? loadOrCreateKeyFile(config.dataDir, logger);
+    this.key = config.secretsKey ?? keyFromDataDir(config.dataDir, logger);
     this.keyId = createHash('sha256').update(this.key).digest('hex').slice(0, 16);
   }
 
@@ -47,16 +47,10 @@ export class SecretCipher {
   }
 }
 
-function loadOrCreateKeyFile(dataDir: string, logger: JsonLogger): Buffer {
-  const file = join(dataDir, KEY_FILE);
-  if (existsSync(file)) {
-    const key = Buffer.from(readFileSync(file, 'utf8').trim(), 'base64');
-    if (key.length !== 32) throw new Error(`${file} does not hold a 32-byte base64 key`);
-    return key;
-  }
-  mkdirSync(dataDir, { recursive: true });
-  const key = randomBytes(32);
-  writeFileSync(file, key.toString('base64') + '\n', { mode: 0o600, flag: 'wx' });
-  logger.event('warn', 'SecretCipher', 'TRACE_SECRETS_KEY is not set; generated a key file for secrets (set TRACE_SECRETS_KEY in production)', { key_file: file });
+function keyFromDataDir(dataDir: string, logger: JsonLogger): Buffer {
+  const { value, created } = loadOrCreateKeyFile(dataDir, KEY_FILE, 32);
+  const key = Buffer.from(value, 'base64');
+  if (key.length !== 32) throw new Error(`${join(dataDir, KEY_FILE)} does not hold a 32-byte base64 key`);
+  if (created) logger.event('warn', 'SecretCipher', 'TRACE_SECRETS_KEY is not set; generated a key file for secrets (set TRACE_SECRETS_KEY in production)', { key_file: join(dataDir, KEY_FILE) });
   return key;
 }

@@ -1,0 +1,89 @@
+import { Injectable } from '@nestjs/common';
+import { DataSource, EntityManager } from 'typeorm';
+import { sql, sqlOne } from '../../common/db';
+import type { DagSpec } from '../../registry/dags/dag-spec';
+
+interface JobKey {
+  dag_id: string;
+  job_name: string;
+}
+
+/**
+ * Metering: starts queued tasks within min(scaling.max_concurrency, pool size) per job, leasing one
+ * worker-pool slot per running task. Each job is metered under its own advisory lock (and its pool's),
+ * so any number of dispatcher processes can run this at once without double-starting (ADR 0012).
+ */
+@Injectable()
+export class TaskStarter {
+  constructor(private readonly db: DataSource) {}
+
+  /** One pass over every job with startable work; returns how many attempts it started. */
+  async startReady(): Promise<number> {
+    const jobs = await sql<JobKey>(
+      this.db,
+      `SELECT DISTINCT dag_id, job_name FROM tasks WHERE status = 'queued' AND run_after <= now() LIMIT 500`,
+    );
+    let started = 0;
+    for (const job of jobs) started += await this.db.transaction((tx) => this.startForJob(tx, job));
+    return started;
+  }
+
+  private async startForJob(tx: EntityManager, { dag_id, job_name }: JobKey): Promise<number> {
+    await tx.query(`SELECT pg_advisory_xact_lock(hashtext($1))`, [`job:${dag_id}:${job_name}`]);
+    // Execution settings come from the active version: they apply at once to queued work.
+    const active = await sqlOne<{ spec: DagSpec }>(tx, `SELECT v.spec FROM dags g JOIN dag_versions v ON v.id = g.active_version_id WHERE g.id = $1`, [dag_id]);
+    const job = active?.spec.jobs.find((j) => j.name === job_name);
+    if (!job) {
+      // The job is gone from the active version: its queued work can never run.
+      await tx.query(
+        `UPDATE tasks SET status = 'canceled', finished_at = now(), updated_at = now(), error = 'job is not in the active DAG version'
+          WHERE dag_id = $1 AND job_name = $2 AND status = 'queued'`,
+        [dag_id, job_name],
+      );
+      return 0;
+    }
+    const pool = job.worker_pool ? active!.spec.worker_pools.find((p) => p.name === job.worker_pool) : undefined;
+    if (pool) await tx.query(`SELECT pg_advisory_xact_lock(hashtext($1))`, [`pool:${dag_id}:${pool.name}`]);
+
+    const { running } = (await sqlOne<{ running: number }>(
+      tx,
+      `SELECT count(*)::int AS running FROM tasks WHERE dag_id = $1 AND job_name = $2 AND status = 'running'`,
+      [dag_id, job_name],
+    ))!;
+    let capacity = Math.min(job.scaling.max_concurrency, pool ? pool.slots.length : Infinity) - running;
+    let freeSlots: number[] = [];
+    if (pool) {
+      freeSlots = (
+        await sql<{ slot: number }>(
+          tx,
+          `SELECT s AS slot FROM generate_series(0, $3 - 1) s
+            WHERE NOT EXISTS (SELECT 1 FROM worker_slot_leases l WHERE l.dag_id = $1 AND l.pool_name = $2 AND l.slot = s)
+            ORDER BY s`,
+          [dag_id, pool.name, pool.slots.length],
+        )
+      ).map((r) => r.slot);
+      capacity = Math.min(capacity, freeSlots.length);
+    }
+    if (capacity <= 0) return 0;
+
+    const started = await sql<{ id: string; attempt: number; timeout_seconds: number }>(
+      tx,
+      `UPDATE tasks SET status = 'running', attempt = attempt + 1, updated_at = now()
+        WHERE id IN (SELECT id FROM tasks WHERE dag_id = $1 AND job_name = $2 AND status = 'queued' AND run_after <= now()
+                      ORDER BY created_at, id LIMIT $3 FOR UPDATE SKIP LOCKED)
+       RETURNING id, attempt, timeout_seconds`,
+      [dag_id, job_name, capacity],
+    );
+    for (const [i, t] of started.entries()) {
+      const slot = pool ? freeSlots[i]! : null;
+      await tx.query(
+        `INSERT INTO task_attempts (task_id, attempt, pool_slot, deadline_at) VALUES ($1, $2, $3, now() + make_interval(secs => $4))`,
+        [t.id, t.attempt, slot, job.timeout_seconds],
+      );
+      if (pool) await tx.query(`INSERT INTO worker_slot_leases (dag_id, pool_name, slot, task_id) VALUES ($1, $2, $3, $4)`, [dag_id, pool.name, slot, t.id]);
+      await tx.query(`INSERT INTO dispatch_queue (task_id, attempt) VALUES ($1, $2)`, [t.id, t.attempt]);
+    }
+    if (started.length) await tx.query(`SELECT pg_notify('trace_dispatch', '')`);
+    return started.length;
+  }
+}

@@ -1,0 +1,55 @@
+import { BeforeApplicationShutdown, Inject, Injectable, OnApplicationBootstrap } from '@nestjs/common';
+import { DATABASE_TARGET, PgListener, type DatabaseTarget } from '../common/db';
+import { BackgroundLoops } from '../common/lifecycle';
+import { JsonLogger } from '../common/logging/json-logger';
+import { TraceConfig } from '../config';
+import { Reaper } from './core/reaper.service';
+import { TaskStarter } from './core/task-starter.service';
+
+const START_LOOP = 'dispatcher.start-tasks';
+
+/** The dispatcher role's loops: start queued tasks (woken by NOTIFY on new tasks) and reap expired attempts. */
+@Injectable()
+export class DispatcherLoops implements OnApplicationBootstrap, BeforeApplicationShutdown {
+  private readonly listener: PgListener;
+
+  constructor(
+    private readonly loops: BackgroundLoops,
+    starter: TaskStarter,
+    reaper: Reaper,
+    config: TraceConfig,
+    logger: JsonLogger,
+    @Inject(DATABASE_TARGET) target: DatabaseTarget,
+  ) {
+    loops.register({
+      name: START_LOOP,
+      intervalMs: config.dispatch.pollMs,
+      tick: async () => {
+        // Keep going while a pass starts work: a backlog drains without waiting for the interval.
+        while ((await starter.startReady()) > 0) {
+          /* another pass */
+        }
+      },
+    });
+    loops.register({
+      name: 'dispatcher.reaper',
+      intervalMs: config.dispatch.reaperIntervalMs,
+      tick: async () => {
+        const reaped = await reaper.reap();
+        if (reaped.length) {
+          logger.event('warn', 'Reaper', 'timed out attempts', { attempts: reaped });
+          loops.wake(START_LOOP);
+        }
+      },
+    });
+    this.listener = new PgListener(target, ['trace_tasks'], () => this.loops.wake(START_LOOP), logger);
+  }
+
+  async onApplicationBootstrap(): Promise<void> {
+    await this.listener.start();
+  }
+
+  async beforeApplicationShutdown(): Promise<void> {
+    await this.listener.stop();
+  }
+}
