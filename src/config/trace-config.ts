@@ -227,6 +227,9 @@ export function loadTraceConfig(overrides: { roles?: string } = {}, env: NodeJS.
   if (violations.length === 0 && raw.TRACE_NODE_EXPIRY_MS < 2 * raw.TRACE_HEARTBEAT_INTERVAL_MS) {
     violations.push('TRACE_NODE_EXPIRY_MS: must be at least twice TRACE_HEARTBEAT_INTERVAL_MS, or live nodes would be reaped');
   }
+  if (roles.includes(Role.Wrapper) && !roles.includes(Role.Dispatcher) && !raw.TRACE_DISPATCHER_URL) {
+    violations.push('TRACE_DISPATCHER_URL: is required when this process runs the wrapper role without the dispatcher role');
+  }
   if (violations.length > 0) throw new ConfigValidationError(violations);
 
   const dataDir = isAbsolute(raw.TRACE_DATA_DIR) ? raw.TRACE_DATA_DIR : resolve(raw.TRACE_DATA_DIR);

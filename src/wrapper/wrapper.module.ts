@@ -1,5 +1,6 @@
 import { Module } from '@nestjs/common';
+import { WorkerService } from './worker.service';
 
-/** The `wrapper` role: the worker that fetches tasks and runs operator code inside its sandbox. Loaded only when this process runs the role. */
-@Module({})
+/** The `wrapper` role: the worker that takes started attempts and runs their operators in a sandbox. */
+@Module({ providers: [WorkerService], exports: [WorkerService] })
 export class WrapperModule {}

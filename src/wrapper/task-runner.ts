@@ -1,0 +1,144 @@
+import { createInterface } from 'node:readline';
+import type { EmittedEvent, TaskPayload } from '../dispatcher/core/task-payload';
+import type { JsonLogger } from '../common/logging/json-logger';
+import { DispatcherCallError, DispatcherClient } from './dispatcher-client';
+import { parseUserMessage, UserTask } from './runtimes/protocol';
+import { spawnSandboxed } from './sandbox';
+
+export interface RunnerOptions {
+  codeRoot: string;
+  sandboxUser: string;
+  /** How often a running attempt asks whether it is still current and not canceled. */
+  statusPollMs: number;
+  /** Events are relayed in batches of this many (or at the end). */
+  eventBatch: number;
+}
+
+/**
+ * Runs one fetched attempt: reports Canceled without running anything, otherwise starts the
+ * operator, relays its events with the attempt token, and completes. Only this class holds the
+ * attempt token; the operator process never sees it.
+ */
+export class TaskRunner {
+  constructor(
+    private readonly client: DispatcherClient,
+    private readonly options: RunnerOptions,
+    private readonly logger: JsonLogger,
+  ) {}
+
+  async run(payload: TaskPayload): Promise<void> {
+    const token = payload.attempt_token;
+    const log = { task_id: payload.task_id, attempt: payload.attempt, job: payload.job.name };
+    if (payload.status === 'Canceled') {
+      await this.client.complete(token, 'canceled', []);
+      this.logger.event('info', 'Wrapper', 'task canceled before it ran', log);
+      return;
+    }
+    if (payload.job.operator !== 'user') {
+      // Built-in operators run as trusted platform code; none ships in this build yet.
+      await this.client.complete(token, 'failed', [], `built-in operator "${payload.job.operator}" is not available in this build`);
+      return;
+    }
+    const result = await this.runUserCode(payload, token);
+    try {
+      if (result.outcome === 'stopped') return; // superseded: the newer attempt owns the task
+      await this.client.complete(token, result.outcome, result.outcome === 'succeeded' ? result.pending : [], result.error);
+      this.logger.event(result.outcome === 'succeeded' ? 'info' : 'warn', 'Wrapper', `task ${result.outcome}`, { ...log, error: result.error });
+    } catch (err) {
+      // A stale attempt's completion is refused by design; anything else is worth a warning.
+      this.logger.event(err instanceof DispatcherCallError && err.code === 'stale_attempt' ? 'info' : 'warn', 'Wrapper', 'completion not accepted', { ...log, error: (err as Error).message });
+    }
+  }
+
+  private async runUserCode(
+    payload: TaskPayload,
+    token: string,
+  ): Promise<{ outcome: 'succeeded' | 'failed' | 'canceled' | 'stopped'; pending: EmittedEvent[]; error?: string }> {
+    const env = { ...(payload.slot?.env ?? {}), ...(payload.slot?.secret_env ?? {}) };
+    let child;
+    try {
+      child = spawnSandboxed({
+        language: payload.job.language as 'javascript',
+        entryPoint: payload.job.entry_point ?? '',
+        codeRoot: this.options.codeRoot,
+        env,
+        sandboxUser: this.options.sandboxUser,
+      });
+    } catch (err) {
+      return { outcome: 'failed', pending: [], error: (err as Error).message };
+    }
+    const task: UserTask = {
+      task_id: payload.task_id,
+      attempt: payload.attempt,
+      dag: payload.dag,
+      job: { name: payload.job.name, config: payload.job.config },
+      input: payload.input,
+      outputs: payload.outputs,
+      idempotency: payload.idempotency,
+    };
+    child.stdin!.end(JSON.stringify({ type: 'task', task }) + '\n');
+
+    let pending: EmittedEvent[] = [];
+    let done = false;
+    let error: string | undefined;
+    let stopReason: 'canceled' | 'stopped' | undefined;
+    let relay: Promise<unknown> = Promise.resolve();
+    const stderr: string[] = [];
+    child.stderr!.on('data', (c: Buffer) => stderr.length < 50 && stderr.push(c.toString().slice(0, 2000)));
+
+    const flush = () => {
+      if (pending.length === 0) return;
+      const batch = pending;
+      pending = [];
+      relay = relay.then(() => this.client.emit(token, batch)).catch((err: Error) => {
+        error ??= `events were refused: ${err.message}`;
+        child.kill('SIGKILL');
+      });
+    };
+
+    const poll = setInterval(() => {
+      this.client.attempt(token).then(
+        (s) => {
+          if (!s.current || s.cancel_requested) {
+            stopReason = s.cancel_requested && s.current ? 'canceled' : 'stopped';
+            child.kill('SIGKILL');
+          }
+        },
+        () => undefined,
+      );
+    }, this.options.statusPollMs);
+
+    const lines = createInterface({ input: child.stdout! });
+    lines.on('line', (line) => {
+      const msg = parseUserMessage(line);
+      switch (msg.type) {
+        case 'event':
+          pending.push(msg.event as EmittedEvent);
+          if (pending.length >= this.options.eventBatch) flush();
+          break;
+        case 'log':
+          this.logger.event('info', 'UserCode', msg.message, { task_id: payload.task_id, level: msg.level });
+          break;
+        case 'done':
+          done = true;
+          break;
+        case 'error':
+          error = msg.message;
+          break;
+        case 'invalid':
+          error ??= `user code broke the protocol: ${msg.reason}`;
+          child.kill('SIGKILL');
+          break;
+      }
+    });
+
+    const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+    clearInterval(poll);
+    await relay;
+    if (stopReason) return { outcome: stopReason, pending: [] };
+    if (error) return { outcome: 'failed', pending: [], error };
+    if (exit.code === 0 && done) return { outcome: 'succeeded', pending };
+    const tail = stderr.join('').trim().slice(-1000);
+    return { outcome: 'failed', pending: [], error: `user code exited with ${exit.signal ?? exit.code} before finishing${tail ? `: ${tail}` : ''}` };
+  }
+}

@@ -1,0 +1,164 @@
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { chmod } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { call } from '../support/http';
+import { postYaml } from '../support/org-fixture';
+import { createTestDatabase } from '../support/shared-postgres';
+import { startTrace, TraceProcess } from '../support/trace-process';
+import { waitFor } from '../support/wait-for';
+
+const TOKEN = 'trc_contract-test-dev-token-0000000';
+const CODE_ROOT = join(__dirname, '..', 'fixtures', 'code');
+const OUT = '{backend: s3, update_strategy: replace, cursor: block_number, partitioning: range}';
+const DAG = (timeout: string, maxConcurrency = 5, name = 'contract') => `name: ${name}
+jobs:
+  - name: source
+    operator: user
+    language: javascript
+    entry_point: emit-source.js
+    timeout: ${timeout}
+    max_attempts: 3
+    scaling: {max_concurrency: ${maxConcurrency}}
+    outputs: [${OUT}]
+  - name: reader
+    operator: user
+    language: javascript
+    entry_point: consumer.js
+    inputs: [{from: {job: source, output: 0}}]
+    outputs: [${OUT}]
+`;
+
+/**
+ * The /internal/* contract, driven over HTTP the way a wrapper would, against a process that runs
+ * the registry and dispatcher but no wrapper — so the test holds the attempt tokens itself.
+ */
+describe('the internal contract: attempt gating, idempotent events, cancel', () => {
+  let trace: TraceProcess;
+  let url: string;
+  let platform: string;
+
+  const task = async (id: string) => (await call(url, 'GET', `/v1/tasks/${id}`, { token: TOKEN })).body;
+  const trigger = async (dag = 'contract') => (await call(url, 'POST', `/v1/dags/${dag}/jobs/source/runs`, { token: TOKEN })).body.task_id as string;
+  const fetchTask = (id: string, credential = platform) => call(url, 'GET', `/internal/task-fetch?task_id=${id}`, { token: credential });
+  const started = (id: string, attempt = 1) => waitFor(async () => ((await task(id)).attempt === attempt && (await task(id)).status === 'running' ? true : undefined), `attempt ${attempt} of ${id} to start`, 30_000);
+  const range = (start: number) => ({ output: 0, kind: 'data', start, end: start + 999 });
+
+  beforeAll(async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'trace-contract-'));
+    await chmod(dataDir, 0o755);
+    trace = await startTrace({
+      args: ['--role', 'registry,dispatcher'],
+      env: { DATABASE_URL: await createTestDatabase('contract'), TRACE_DEV_TOKEN: TOKEN, TRACE_BOOTSTRAP_DEV_ORG: 'true', TRACE_DATA_DIR: dataDir, TRACE_CODE_ROOT: CODE_ROOT, TRACE_DISPATCH_POLL_MS: '100', TRACE_REAPER_INTERVAL_MS: '100' },
+    });
+    url = trace.baseUrl;
+    platform = readFileSync(join(dataDir, 'internal-token'), 'utf8').trim();
+    expect((await postYaml(url, '/v1/dags', TOKEN, DAG('1h'))).status).toBe(201);
+  });
+  afterAll(async () => {
+    expect(await trace.stop()).toBe(0);
+  });
+
+  it('refuses user tokens and missing or wrong credentials on /internal/*', async () => {
+    const id = await trigger();
+    await started(id);
+    expect((await fetchTask(id, TOKEN)).body.error.message).toContain('user API tokens are not accepted');
+    expect((await call(url, 'GET', `/internal/task-fetch?task_id=${id}`)).status).toBe(401);
+    expect((await fetchTask(id, 'x'.repeat(44))).status).toBe(401);
+    expect((await call(url, 'POST', '/internal/events', { token: platform, body: { events: [] } })).status).toBe(401);
+    expect((await call(url, 'POST', '/internal/events', { token: 'tra_forged', body: { events: [] } })).status).toBe(401);
+    const openapi = await call(url, 'GET', '/docs-json');
+    expect(Object.keys(openapi.body.paths).filter((p) => p.startsWith('/internal'))).toEqual([]);
+  });
+
+  it('1 event → 1 task per consumer, also when the same event is posted twice; 1 task → many events', async () => {
+    const id = await trigger();
+    await started(id);
+    const fetched = await fetchTask(id);
+    expect(fetched.status).toBe(200);
+    expect(fetched.body).toMatchObject({ status: 'Ready', task_id: id, attempt: 1, input: null, idempotency: { producer_task_id: id, attempt: 1 } });
+    expect(JSON.stringify(fetched.body)).not.toContain(platform);
+    const token = fetched.body.attempt_token as string;
+
+    // A second fetch of the same attempt (a redelivered message) is refused: one attempt runs once.
+    expect((await fetchTask(id)).body.error.code).toBe('stale_attempt');
+
+    const first = await call(url, 'POST', '/internal/events', { token, body: { events: [range(0), range(1000)] } });
+    expect(first.body).toEqual({ accepted: 2, duplicates: 0 });
+    const again = await call(url, 'POST', '/internal/events', { token, body: { events: [range(0), range(1000)] } });
+    expect(again.body).toEqual({ accepted: 0, duplicates: 2 });
+    const done = await call(url, 'POST', '/internal/task-complete', { token, body: { status: 'succeeded', events: [range(1000), range(2000)] } });
+    expect(done.body).toEqual({ status: 'succeeded', accepted: 1 });
+
+    const t = await task(id);
+    expect(t.events).toHaveLength(3);
+    const readers = await waitFor(async () => {
+      const list = (await call(url, 'GET', '/v1/tasks?dag=contract&job=reader&limit=1000', { token: TOKEN })).body as { event_id: string }[];
+      const mine = list.filter((r) => t.events.some((e: { id: string }) => e.id === r.event_id));
+      return mine.length >= 3 ? mine : undefined;
+    }, 'reader tasks');
+    expect(readers).toHaveLength(3);
+    expect(new Set(readers.map((r) => r.event_id)).size).toBe(3);
+
+    // After completion the attempt's token is good for nothing more.
+    expect((await call(url, 'POST', '/internal/events', { token, body: { events: [range(5000)] } })).body.error.code).toBe('stale_attempt');
+  });
+
+  it('bad events are refused with the field and reason, and nothing of the batch is stored', async () => {
+    const id = await trigger();
+    await started(id);
+    const token = (await fetchTask(id)).body.attempt_token;
+    const bad = await call(url, 'POST', '/internal/events', { token, body: { events: [range(0), { output: 0, start: 5, end: 1 }, { output: 7, cursor: 'x' }, { output: 0 }] } });
+    expect(bad.status).toBe(400);
+    expect(bad.body.error.details.map((d: { field: string }) => d.field)).toEqual(['events[1].end', 'events[3]']);
+    const wrongOutput = await call(url, 'POST', '/internal/events', { token, body: { events: [range(0), { output: 7, cursor: 'x' }] } });
+    expect(wrongOutput.status).toBe(400);
+    expect((await task(id)).events).toEqual([]);
+  });
+
+  it('a stale attempt is refused once a newer one started; a late completion is accepted while none has', async () => {
+    expect((await postYaml(url, '/v1/dags', TOKEN, DAG('1s'))).status).toBe(201); // execution-only edit: applies at once
+    const late = await trigger();
+    await started(late);
+    const lateToken = (await fetchTask(late)).body.attempt_token;
+    // The reaper times attempt 1 out; the retry waits out its back-off (2 s), so no newer attempt exists yet.
+    await waitFor(async () => ((await task(late)).attempts[0]?.outcome === 'timed_out' ? true : undefined), 'attempt 1 to time out');
+    const accepted = await call(url, 'POST', '/internal/task-complete', { token: lateToken, body: { status: 'succeeded', events: [range(0)] } });
+    expect(accepted.body.status).toBe('succeeded');
+    expect((await task(late)).status).toBe('succeeded');
+
+    const stale = await trigger();
+    await started(stale);
+    const staleToken = (await fetchTask(stale)).body.attempt_token;
+    await started(stale, 2);
+    const refusedEvents = await call(url, 'POST', '/internal/events', { token: staleToken, body: { events: [range(0)] } });
+    expect(refusedEvents.status).toBe(409);
+    expect(refusedEvents.body.error.code).toBe('stale_attempt');
+    const refusedCompletion = await call(url, 'POST', '/internal/task-complete', { token: staleToken, body: { status: 'succeeded' } });
+    expect(refusedCompletion.body.error.message).toContain('superseded by attempt 2');
+    const t = await task(stale);
+    expect(t.events).toEqual([]);
+    expect(t.attempts[0]).toMatchObject({ attempt: 1, outcome: 'timed_out' });
+    expect((await postYaml(url, '/v1/dags', TOKEN, DAG('1h'))).status).toBe(201);
+  });
+
+  it('cancel before start: queued work is canceled at once; a started attempt fetches Canceled and reports it', async () => {
+    expect((await postYaml(url, '/v1/dags', TOKEN, DAG('1h', 1, 'one_at_a_time'))).status).toBe(201);
+    const running = await trigger('one_at_a_time');
+    await started(running);
+    const queued = await trigger('one_at_a_time');
+    expect((await task(queued)).status).toBe('queued'); // max_concurrency 1
+
+    const q = await call(url, 'POST', `/v1/tasks/${queued}/cancel`, { token: TOKEN });
+    expect(q.body.status).toBe('canceled');
+
+    const r = await call(url, 'POST', `/v1/tasks/${running}/cancel`, { token: TOKEN });
+    expect(r.body).toMatchObject({ status: 'running', cancel_requested: true });
+    const fetched = await fetchTask(running);
+    expect(fetched.body.status).toBe('Canceled');
+    const reported = await call(url, 'POST', '/internal/task-complete', { token: fetched.body.attempt_token, body: { status: 'canceled' } });
+    expect(reported.body.status).toBe('canceled');
+    expect((await task(running)).status).toBe('canceled');
+    expect((await task(queued)).attempts).toEqual([]); // it never started
+  });
+});
