@@ -10,8 +10,9 @@ export interface RunnerOptions {
   sandboxUser: string;
   /** How often a running attempt asks whether it is still current and not canceled. */
   statusPollMs: number;
-  /** Events are relayed in batches of this many (or at the end). */
+  /** Events are relayed in batches of this many, or after flushMs, whichever comes first (the rest with completion). */
   eventBatch: number;
+  flushMs: number;
 }
 
 /**
@@ -96,6 +97,7 @@ export class TaskRunner {
       });
     };
 
+    const flusher = setInterval(flush, this.options.flushMs);
     const poll = setInterval(() => {
       this.client.attempt(token).then(
         (s) => {
@@ -134,6 +136,7 @@ export class TaskRunner {
 
     const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
     clearInterval(poll);
+    clearInterval(flusher);
     await relay;
     if (stopReason) return { outcome: stopReason, pending: [] };
     if (error) return { outcome: 'failed', pending: [], error };

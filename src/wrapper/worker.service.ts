@@ -38,7 +38,7 @@ export class WorkerService implements OnApplicationBootstrap, BeforeApplicationS
   /** Called once the HTTP server listens, so a same-process dispatcher URL is known. */
   attach(dispatcherUrl: string): void {
     this.client = new DispatcherClient(this.config.dispatch.dispatcherUrl ?? dispatcherUrl, this.credential.token, this.node.nodeId);
-    this.runner = new TaskRunner(this.client, { codeRoot: this.config.dispatch.codeRoot, sandboxUser: this.config.dispatch.sandboxUser, statusPollMs: 500, eventBatch: 100 }, this.logger);
+    this.runner = new TaskRunner(this.client, { codeRoot: this.config.dispatch.codeRoot, sandboxUser: this.config.dispatch.sandboxUser, statusPollMs: 500, eventBatch: 100, flushMs: 250 }, this.logger);
     this.loops.wake(RECEIVE_LOOP);
   }
 

@@ -71,7 +71,7 @@ export class TasksService {
       this.db,
       `SELECT id::text, dataset_uuid, dataset_version, kind, partition_key, range_start::text AS start, range_end::text AS "end",
               cursor, producer_attempt, payload, created_at
-         FROM events WHERE producer_task_id = $1 ORDER BY id`,
+         FROM events e WHERE e.producer_task_id = $1 ORDER BY e.id`,
       [taskId],
     );
     return { ...task, attempts, events };
