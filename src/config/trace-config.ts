@@ -9,6 +9,7 @@ import {
   Max,
   Min,
   MinLength,
+  ValidateIf,
   validateSync,
   ValidationError,
 } from 'class-validator';
@@ -95,8 +96,21 @@ export class TraceEnv {
   @Matches(/^https?:\/\/[^\s/]+(\/.*)?$/, { message: 'TRACE_DISPATCHER_URL must be an http(s) URL' })
   TRACE_DISPATCHER_URL?: string;
 
-  @IsIn(['local'], { message: 'TRACE_DISPATCH_TRANSPORT must be "local" (the SQS transport is not in this build yet)' })
-  TRACE_DISPATCH_TRANSPORT!: 'local';
+  @IsIn(['local', 'sqs'])
+  TRACE_DISPATCH_TRANSPORT!: 'local' | 'sqs';
+
+  @Transform(emptyToUndefined)
+  @ValidateIf((o: TraceEnv) => o.TRACE_DISPATCH_TRANSPORT === 'sqs' || o.TRACE_SQS_QUEUE_URL !== undefined)
+  @Matches(/^https?:\/\/\S+$/, { message: 'TRACE_SQS_QUEUE_URL must be the queue URL (required when TRACE_DISPATCH_TRANSPORT=sqs)' })
+  TRACE_SQS_QUEUE_URL?: string;
+
+  @Matches(/^[a-z]{2}(-[a-z]+)+-\d$/, { message: 'TRACE_AWS_REGION must be an AWS region such as us-east-1' })
+  TRACE_AWS_REGION!: string;
+
+  @Transform(emptyToUndefined)
+  @IsOptional()
+  @Matches(/^https?:\/\/\S+$/, { message: 'TRACE_AWS_ENDPOINT must be an http(s) URL' })
+  TRACE_AWS_ENDPOINT?: string;
 
   @Transform(toInt)
   @Min(10)
@@ -163,7 +177,8 @@ export class TraceConfig {
       readonly internalToken?: string;
       /** Undefined: this process. */
       readonly dispatcherUrl?: string;
-      readonly transport: 'local';
+      readonly transport: 'local' | 'sqs';
+      readonly sqs?: { readonly queueUrl: string; readonly region: string; readonly endpoint?: string };
       readonly pollMs: number;
       readonly reaperIntervalMs: number;
       readonly wrapperConcurrency: number;
@@ -251,6 +266,7 @@ export function loadTraceConfig(overrides: { roles?: string } = {}, env: NodeJS.
       internalToken: raw.TRACE_INTERNAL_TOKEN,
       dispatcherUrl: raw.TRACE_DISPATCHER_URL?.replace(/\/$/, ''),
       transport: raw.TRACE_DISPATCH_TRANSPORT,
+      sqs: raw.TRACE_SQS_QUEUE_URL ? { queueUrl: raw.TRACE_SQS_QUEUE_URL, region: raw.TRACE_AWS_REGION, endpoint: raw.TRACE_AWS_ENDPOINT } : undefined,
       pollMs: raw.TRACE_DISPATCH_POLL_MS,
       reaperIntervalMs: raw.TRACE_REAPER_INTERVAL_MS,
       wrapperConcurrency: raw.TRACE_WRAPPER_CONCURRENCY,

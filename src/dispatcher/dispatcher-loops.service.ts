@@ -5,8 +5,10 @@ import { JsonLogger } from '../common/logging/json-logger';
 import { TraceConfig } from '../config';
 import { Reaper } from './core/reaper.service';
 import { TaskStarter } from './core/task-starter.service';
+import { TASK_TRANSPORT, type TaskTransport } from './transport/task-transport';
 
 const START_LOOP = 'dispatcher.start-tasks';
+const RELAY_LOOP = 'dispatcher.relay';
 
 /** The dispatcher role's loops: start queued tasks (woken by NOTIFY on new tasks) and reap expired attempts. */
 @Injectable()
@@ -20,6 +22,7 @@ export class DispatcherLoops implements OnApplicationBootstrap, BeforeApplicatio
     config: TraceConfig,
     logger: JsonLogger,
     @Inject(DATABASE_TARGET) target: DatabaseTarget,
+    @Inject(TASK_TRANSPORT) transport: TaskTransport,
   ) {
     loops.register({
       name: START_LOOP,
@@ -42,7 +45,16 @@ export class DispatcherLoops implements OnApplicationBootstrap, BeforeApplicatio
         }
       },
     });
-    this.listener = new PgListener(target, ['trace_tasks'], () => this.loops.wake(START_LOOP), logger);
+    if (transport.kind !== 'local') {
+      // The outbox relay: started attempts go to the queue as {"task_id"} messages.
+      loops.register({ name: RELAY_LOOP, intervalMs: config.dispatch.pollMs, tick: async () => void (await transport.relay()) });
+    }
+    this.listener = new PgListener(
+      target,
+      ['trace_tasks', 'trace_dispatch'],
+      (channel) => this.loops.wake(channel === 'trace_tasks' ? START_LOOP : RELAY_LOOP),
+      logger,
+    );
   }
 
   async onApplicationBootstrap(): Promise<void> {

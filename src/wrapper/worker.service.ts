@@ -1,10 +1,10 @@
 import { BeforeApplicationShutdown, Inject, Injectable, OnApplicationBootstrap } from '@nestjs/common';
-import { DataSource } from 'typeorm';
-import { DATABASE_TARGET, PgListener, sql, type DatabaseTarget } from '../common/db';
+import { DATABASE_TARGET, PgListener, type DatabaseTarget } from '../common/db';
 import { InternalCredential } from '../common/keys/internal-credential';
 import { BackgroundLoops, NodeRegistry } from '../common/lifecycle';
 import { JsonLogger } from '../common/logging/json-logger';
 import { TraceConfig } from '../config';
+import { TASK_TRANSPORT, type DispatchMessage, type TaskTransport } from '../dispatcher/transport/task-transport';
 import { DispatcherCallError, DispatcherClient } from './dispatcher-client';
 import { TaskRunner } from './task-runner';
 
@@ -18,12 +18,12 @@ const RECEIVE_LOOP = 'wrapper.receive';
 @Injectable()
 export class WorkerService implements OnApplicationBootstrap, BeforeApplicationShutdown {
   private readonly running = new Set<Promise<void>>();
-  private readonly listener: PgListener;
+  private readonly listener?: PgListener;
   private client?: DispatcherClient;
   private runner?: TaskRunner;
 
   constructor(
-    private readonly db: DataSource,
+    @Inject(TASK_TRANSPORT) private readonly transport: TaskTransport,
     private readonly config: TraceConfig,
     private readonly logger: JsonLogger,
     private readonly credential: InternalCredential,
@@ -32,7 +32,8 @@ export class WorkerService implements OnApplicationBootstrap, BeforeApplicationS
     @Inject(DATABASE_TARGET) target: DatabaseTarget,
   ) {
     loops.register({ name: RECEIVE_LOOP, intervalMs: config.dispatch.pollMs, tick: () => this.receive() });
-    this.listener = new PgListener(target, ['trace_dispatch'], () => loops.wake(RECEIVE_LOOP), logger);
+    // Local transport: NOTIFY wakes us. SQS: receive long-polls instead.
+    if (transport.kind === 'local') this.listener = new PgListener(target, ['trace_dispatch'], () => loops.wake(RECEIVE_LOOP), logger);
   }
 
   /** Called once the HTTP server listens, so a same-process dispatcher URL is known. */
@@ -43,27 +44,22 @@ export class WorkerService implements OnApplicationBootstrap, BeforeApplicationS
   }
 
   async onApplicationBootstrap(): Promise<void> {
-    await this.listener.start();
+    await this.listener?.start();
   }
 
   async beforeApplicationShutdown(): Promise<void> {
-    await this.listener.stop();
+    await this.listener?.stop();
     await Promise.all(this.running);
+    await this.transport.close();
   }
 
   private async receive(): Promise<void> {
     if (!this.client || !this.runner) return;
     const free = this.config.dispatch.wrapperConcurrency - this.running.size;
     if (free <= 0) return;
-    const messages = await sql<{ task_id: string }>(
-      this.db,
-      `DELETE FROM dispatch_queue WHERE (task_id, attempt) IN
-         (SELECT task_id, attempt FROM dispatch_queue ORDER BY enqueued_at LIMIT $1 FOR UPDATE SKIP LOCKED)
-       RETURNING task_id`,
-      [free],
-    );
+    const messages = await this.transport.receive(free);
     for (const m of messages) {
-      const job = this.handle(m.task_id).finally(() => {
+      const job = this.handle(m).finally(() => {
         this.running.delete(job);
         this.loops.wake(RECEIVE_LOOP);
       });
@@ -71,9 +67,19 @@ export class WorkerService implements OnApplicationBootstrap, BeforeApplicationS
     }
   }
 
-  private async handle(taskId: string): Promise<void> {
+  private async handle(message: DispatchMessage): Promise<void> {
+    const taskId = message.taskId;
     try {
-      const payload = await this.client!.fetchTask(taskId);
+      let payload;
+      try {
+        payload = await this.client!.fetchTask(taskId);
+      } catch (err) {
+        // The dispatcher answered (e.g. stale: not runnable) → the message is spent. No answer → leave
+        // it; the transport redelivers, or the reaper retries the attempt.
+        if (err instanceof DispatcherCallError) await message.ack();
+        throw err;
+      }
+      await message.ack();
       await this.runner!.run(payload);
     } catch (err) {
       const stale = err instanceof DispatcherCallError && err.code === 'stale_attempt';
