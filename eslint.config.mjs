@@ -13,6 +13,6 @@ export default tseslint.config(
       'no-restricted-properties': ['error', { object: 'process', property: 'env', message: 'Only src/config reads the environment.' }],
     },
   },
-  { files: ['src/config/**', 'test/**'], rules: { 'no-restricted-properties': 'off' } },
+  { files: ['src/config/**', 'test/**', '**/*.spec.ts'], rules: { 'no-restricted-properties': 'off' } },
   { files: ['test/**', '**/*.spec.ts'], rules: { '@typescript-eslint/no-explicit-any': 'off', '@typescript-eslint/no-non-null-assertion': 'off' } },
 );

@@ -8,8 +8,8 @@ import { parseCliArgs, USAGE } from './cli/args';
 import { openSystemDatabase, SystemDatabase } from './common/db';
 import { traceValidationPipe } from './common/errors';
 import { JsonLogger } from './common/logging/json-logger';
-import { ConfigValidationError, loadTraceConfig, Role, TraceConfig } from './config';
-import { WorkerService } from './wrapper/worker.service';
+import { ConfigValidationError, loadTraceConfig, TraceConfig } from './config';
+import { SelfUrl } from './common/http/self-url';
 
 /** Exit codes: 0 clean stop, 1 runtime failure, 2 bad command line or configuration. */
 const EXIT_USAGE = 2;
@@ -48,7 +48,7 @@ async function main(): Promise<void> {
     configureHttp(nest);
     await nest.listen(config.http.port, config.http.host);
     const { port } = nest.getHttpServer().address() as AddressInfo;
-    if (config.hasRole(Role.Wrapper)) nest.get(WorkerService).attach(`http://127.0.0.1:${port}`);
+    nest.get(SelfUrl).set(`http://127.0.0.1:${port}`);
     logger.event('info', 'Main', 'listening', { port, roles: config.roles });
   } catch (err) {
     logger.event('error', 'Main', 'start-up failed', { error: (err as Error).message, stack: (err as Error).stack });

@@ -1,4 +1,4 @@
 export { TraceConfigModule } from './config.module';
-export { ConfigValidationError, loadTraceConfig, TraceConfig, type LogLevel } from './trace-config';
+export { ConfigValidationError, loadLambdaWrapperConfig, loadTraceConfig, TraceConfig, type LogLevel } from './trace-config';
 export { ALL_ROLES, parseRoles, Role, UnknownRoleError } from './roles';
 export { projectRoot } from './project-root';

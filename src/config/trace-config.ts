@@ -132,6 +132,12 @@ export class TraceEnv {
   @MinLength(1)
   TRACE_CODE_ROOT!: string;
 
+  @IsIn(['local', 'aws'])
+  TRACE_LAMBDA_INVOKER!: 'local' | 'aws';
+
+  @Matches(/^[A-Za-z0-9:_-]{1,140}$/, { message: 'TRACE_LAMBDA_FUNCTION must be a Lambda function name or ARN' })
+  TRACE_LAMBDA_FUNCTION!: string;
+
   @Matches(/^[a-z_][a-z0-9_-]{0,31}$/, { message: 'TRACE_SANDBOX_USER must be a valid OS user name' })
   TRACE_SANDBOX_USER!: string;
 
@@ -178,11 +184,13 @@ export class TraceConfig {
       /** Undefined: this process. */
       readonly dispatcherUrl?: string;
       readonly transport: 'local' | 'sqs';
-      readonly sqs?: { readonly queueUrl: string; readonly region: string; readonly endpoint?: string };
+      readonly sqs?: { readonly queueUrl: string };
+      readonly aws: { readonly region: string; readonly endpoint?: string };
       readonly pollMs: number;
       readonly reaperIntervalMs: number;
       readonly wrapperConcurrency: number;
       readonly sandboxUser: string;
+      readonly lambda: { readonly invoker: 'local' | 'aws'; readonly functionName: string };
       /** Where user-code entry points are resolved; they may not leave it. */
       readonly codeRoot: string;
     },
@@ -266,11 +274,13 @@ export function loadTraceConfig(overrides: { roles?: string } = {}, env: NodeJS.
       internalToken: raw.TRACE_INTERNAL_TOKEN,
       dispatcherUrl: raw.TRACE_DISPATCHER_URL?.replace(/\/$/, ''),
       transport: raw.TRACE_DISPATCH_TRANSPORT,
-      sqs: raw.TRACE_SQS_QUEUE_URL ? { queueUrl: raw.TRACE_SQS_QUEUE_URL, region: raw.TRACE_AWS_REGION, endpoint: raw.TRACE_AWS_ENDPOINT } : undefined,
+      sqs: raw.TRACE_SQS_QUEUE_URL ? { queueUrl: raw.TRACE_SQS_QUEUE_URL } : undefined,
+      aws: { region: raw.TRACE_AWS_REGION, endpoint: raw.TRACE_AWS_ENDPOINT },
       pollMs: raw.TRACE_DISPATCH_POLL_MS,
       reaperIntervalMs: raw.TRACE_REAPER_INTERVAL_MS,
       wrapperConcurrency: raw.TRACE_WRAPPER_CONCURRENCY,
       sandboxUser: raw.TRACE_SANDBOX_USER,
+      lambda: { invoker: raw.TRACE_LAMBDA_INVOKER, functionName: raw.TRACE_LAMBDA_FUNCTION },
       codeRoot: resolve(raw.TRACE_CODE_ROOT),
     },
     raw.LOG_LEVEL,
@@ -280,4 +290,11 @@ export function loadTraceConfig(overrides: { roles?: string } = {}, env: NodeJS.
       shutdownTimeoutMs: raw.TRACE_SHUTDOWN_TIMEOUT_MS,
     },
   );
+}
+
+/** What the wrapper's Lambda handler needs, read from the function's environment (set by the platform). */
+export function loadLambdaWrapperConfig(env: NodeJS.ProcessEnv = process.env): { dispatcherUrl: string; codeRoot: string; sandboxUser: string } {
+  const dispatcherUrl = env.TRACE_DISPATCHER_URL;
+  if (!dispatcherUrl || !/^https?:\/\/\S+$/.test(dispatcherUrl)) throw new ConfigValidationError(['TRACE_DISPATCHER_URL: is required by the Lambda handler and must be an http(s) URL']);
+  return { dispatcherUrl: dispatcherUrl.replace(/\/$/, ''), codeRoot: resolve(env.TRACE_CODE_ROOT ?? '.'), sandboxUser: env.TRACE_SANDBOX_USER ?? 'nobody' };
 }

@@ -5,6 +5,7 @@ import { JsonLogger } from '../common/logging/json-logger';
 import { TraceConfig } from '../config';
 import { Reaper } from './core/reaper.service';
 import { TaskStarter } from './core/task-starter.service';
+import { LambdaDispatch } from './lambda/lambda-dispatch.service';
 import { TASK_TRANSPORT, type TaskTransport } from './transport/task-transport';
 
 const START_LOOP = 'dispatcher.start-tasks';
@@ -18,6 +19,7 @@ export class DispatcherLoops implements OnApplicationBootstrap, BeforeApplicatio
   constructor(
     private readonly loops: BackgroundLoops,
     starter: TaskStarter,
+    lambda: LambdaDispatch,
     reaper: Reaper,
     config: TraceConfig,
     logger: JsonLogger,
@@ -29,8 +31,10 @@ export class DispatcherLoops implements OnApplicationBootstrap, BeforeApplicatio
       intervalMs: config.dispatch.pollMs,
       tick: async () => {
         // Keep going while a pass starts work: a backlog drains without waiting for the interval.
-        while ((await starter.startReady()) > 0) {
-          /* another pass */
+        for (;;) {
+          const { started, lambda: invoke } = await starter.startReady();
+          if (invoke.length) await lambda.invoke(invoke);
+          if (started === 0) break;
         }
       },
     });

@@ -1,4 +1,9 @@
 import { Module } from '@nestjs/common';
+import { JsonLogger } from '../common/logging/json-logger';
+import { TraceConfig } from '../config';
+import { SelfUrl } from '../common/http/self-url';
+import { LAMBDA_INVOKER, LambdaDispatch } from './lambda/lambda-dispatch.service';
+import { AwsLambdaInvoker, LocalLambdaInvoker } from './lambda/lambda-invoker';
 import { DispatcherCoreModule } from './core/dispatcher-core.module';
 import { DispatcherLoops } from './dispatcher-loops.service';
 import { InternalController } from './internal/internal.controller';
@@ -9,6 +14,18 @@ import { TransportModule } from './transport/transport.module';
 @Module({
   imports: [DispatcherCoreModule, TransportModule],
   controllers: [InternalController],
-  providers: [NodeReaper, DispatcherLoops],
+  providers: [
+    NodeReaper,
+    DispatcherLoops,
+    LambdaDispatch,
+    {
+      provide: LAMBDA_INVOKER,
+      inject: [TraceConfig, JsonLogger, SelfUrl],
+      useFactory: (config: TraceConfig, logger: JsonLogger, self: SelfUrl) =>
+        config.dispatch.lambda.invoker === 'aws'
+          ? new AwsLambdaInvoker(config.dispatch.lambda.functionName, config.dispatch.aws.region, config.dispatch.aws.endpoint)
+          : new LocalLambdaInvoker({ dispatcherUrl: () => self.dispatcher()!, codeRoot: config.dispatch.codeRoot, sandboxUser: config.dispatch.sandboxUser }, logger),
+    },
+  ],
 })
 export class DispatcherModule {}

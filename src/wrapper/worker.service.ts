@@ -1,5 +1,6 @@
 import { BeforeApplicationShutdown, Inject, Injectable, OnApplicationBootstrap } from '@nestjs/common';
 import { DATABASE_TARGET, PgListener, type DatabaseTarget } from '../common/db';
+import { SelfUrl } from '../common/http/self-url';
 import { InternalCredential } from '../common/keys/internal-credential';
 import { BackgroundLoops, NodeRegistry } from '../common/lifecycle';
 import { JsonLogger } from '../common/logging/json-logger';
@@ -29,6 +30,7 @@ export class WorkerService implements OnApplicationBootstrap, BeforeApplicationS
     private readonly credential: InternalCredential,
     private readonly node: NodeRegistry,
     private readonly loops: BackgroundLoops,
+    private readonly self: SelfUrl,
     @Inject(DATABASE_TARGET) target: DatabaseTarget,
   ) {
     loops.register({ name: RECEIVE_LOOP, intervalMs: config.dispatch.pollMs, tick: () => this.receive() });
@@ -36,11 +38,14 @@ export class WorkerService implements OnApplicationBootstrap, BeforeApplicationS
     if (transport.kind === 'local') this.listener = new PgListener(target, ['trace_dispatch'], () => loops.wake(RECEIVE_LOOP), logger);
   }
 
-  /** Called once the HTTP server listens, so a same-process dispatcher URL is known. */
-  attach(dispatcherUrl: string): void {
-    this.client = new DispatcherClient(this.config.dispatch.dispatcherUrl ?? dispatcherUrl, this.credential.token, this.node.nodeId);
+  /** The client and runner exist once the dispatcher's URL is known (this process listens, or it is configured). */
+  private ready(): boolean {
+    if (this.client) return true;
+    const url = this.self.dispatcher();
+    if (!url) return false;
+    this.client = new DispatcherClient(url, this.credential.token, this.node.nodeId);
     this.runner = new TaskRunner(this.client, { codeRoot: this.config.dispatch.codeRoot, sandboxUser: this.config.dispatch.sandboxUser, statusPollMs: 500, eventBatch: 100, flushMs: 250 }, this.logger);
-    this.loops.wake(RECEIVE_LOOP);
+    return true;
   }
 
   async onApplicationBootstrap(): Promise<void> {
@@ -54,7 +59,7 @@ export class WorkerService implements OnApplicationBootstrap, BeforeApplicationS
   }
 
   private async receive(): Promise<void> {
-    if (!this.client || !this.runner) return;
+    if (!this.ready()) return;
     const free = this.config.dispatch.wrapperConcurrency - this.running.size;
     if (free <= 0) return;
     const messages = await this.transport.receive(free);

@@ -8,6 +8,7 @@ import { BackgroundLoops, NodeRegistry } from '../lifecycle';
 import { RequestLogMiddleware } from '../logging/request-log.middleware';
 import { HttpMetricsMiddleware, MetricsRegistry } from '../metrics/metrics';
 import { HealthController } from './health.controller';
+import { SelfUrl } from './self-url';
 
 /**
  * What every role has, whatever else it runs: health, metrics, the auth guard, the error filter,
@@ -23,10 +24,11 @@ import { HealthController } from './health.controller';
     NodeRegistry,
     SecretCipher,
     InternalCredential,
+    SelfUrl,
     { provide: APP_GUARD, useClass: AuthGuard },
     { provide: APP_FILTER, useClass: ErrorFilter },
   ],
-  exports: [MetricsRegistry, BackgroundLoops, NodeRegistry, TokenAuthService, SecretCipher, InternalCredential],
+  exports: [MetricsRegistry, BackgroundLoops, NodeRegistry, TokenAuthService, SecretCipher, InternalCredential, SelfUrl],
 })
 export class CoreModule implements NestModule {
   configure(consumer: MiddlewareConsumer): void {

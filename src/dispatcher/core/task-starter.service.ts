@@ -17,18 +17,26 @@ interface JobKey {
 export class TaskStarter {
   constructor(private readonly db: DataSource) {}
 
-  /** One pass over every job with startable work; returns how many attempts it started. */
-  async startReady(): Promise<number> {
+  /**
+   * One pass over every job with startable work. Returns how many attempts it started, and the
+   * `runtime: lambda` tasks among them, which the dispatcher invokes itself (they skip the transport).
+   */
+  async startReady(): Promise<{ started: number; lambda: string[] }> {
     const jobs = await sql<JobKey>(
       this.db,
       `SELECT DISTINCT dag_id, job_name FROM tasks WHERE status = 'queued' AND run_after <= now() LIMIT 500`,
     );
     let started = 0;
-    for (const job of jobs) started += await this.db.transaction((tx) => this.startForJob(tx, job));
-    return started;
+    const lambda: string[] = [];
+    for (const job of jobs) {
+      const result = await this.db.transaction((tx) => this.startForJob(tx, job));
+      started += result.ids.length;
+      if (result.lambda) lambda.push(...result.ids);
+    }
+    return { started, lambda };
   }
 
-  private async startForJob(tx: EntityManager, { dag_id, job_name }: JobKey): Promise<number> {
+  private async startForJob(tx: EntityManager, { dag_id, job_name }: JobKey): Promise<{ ids: string[]; lambda: boolean }> {
     await tx.query(`SELECT pg_advisory_xact_lock(hashtext($1))`, [`job:${dag_id}:${job_name}`]);
     // Execution settings come from the active version: they apply at once to queued work.
     const active = await sqlOne<{ spec: DagSpec }>(tx, `SELECT v.spec FROM dags g JOIN dag_versions v ON v.id = g.active_version_id WHERE g.id = $1`, [dag_id]);
@@ -40,8 +48,9 @@ export class TaskStarter {
           WHERE dag_id = $1 AND job_name = $2 AND status = 'queued'`,
         [dag_id, job_name],
       );
-      return 0;
+      return { ids: [], lambda: false };
     }
+    const lambda = job.runtime === 'lambda';
     const pool = job.worker_pool ? active!.spec.worker_pools.find((p) => p.name === job.worker_pool) : undefined;
     if (pool) await tx.query(`SELECT pg_advisory_xact_lock(hashtext($1))`, [`pool:${dag_id}:${pool.name}`]);
 
@@ -64,7 +73,7 @@ export class TaskStarter {
       ).map((r) => r.slot);
       capacity = Math.min(capacity, freeSlots.length);
     }
-    if (capacity <= 0) return 0;
+    if (capacity <= 0) return { ids: [], lambda };
 
     const started = await sql<{ id: string; attempt: number; timeout_seconds: number }>(
       tx,
@@ -81,9 +90,9 @@ export class TaskStarter {
         [t.id, t.attempt, slot, job.timeout_seconds],
       );
       if (pool) await tx.query(`INSERT INTO worker_slot_leases (dag_id, pool_name, slot, task_id) VALUES ($1, $2, $3, $4)`, [dag_id, pool.name, slot, t.id]);
-      await tx.query(`INSERT INTO dispatch_queue (task_id, attempt) VALUES ($1, $2)`, [t.id, t.attempt]);
+      if (!lambda) await tx.query(`INSERT INTO dispatch_queue (task_id, attempt) VALUES ($1, $2)`, [t.id, t.attempt]);
     }
-    if (started.length) await tx.query(`SELECT pg_notify('trace_dispatch', '')`);
-    return started.length;
+    if (started.length && !lambda) await tx.query(`SELECT pg_notify('trace_dispatch', '')`);
+    return { ids: started.map((t) => t.id), lambda };
   }
 }

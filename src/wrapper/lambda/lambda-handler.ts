@@ -1,0 +1,21 @@
+import { JsonLogger } from '../../common/logging/json-logger';
+import { loadLambdaWrapperConfig } from '../../config';
+import type { TaskPayload } from '../../dispatcher/core/task-payload';
+import { DispatcherClient } from '../dispatcher-client';
+import { TaskRunner } from '../task-runner';
+
+/**
+ * The wrapper as a Lambda handler: invoked by the dispatcher with the full task payload (the
+ * same shape as /internal/task-fetch, attempt token included), it runs the operator exactly as
+ * the ECS wrapper does and reports through /internal/events and /internal/task-complete.
+ * It never needs the platform credential: the payload already is the fetched attempt.
+ */
+export async function handler(payload: TaskPayload): Promise<{ task_id: string; attempt: number }> {
+  const config = loadLambdaWrapperConfig();
+  const logger = new JsonLogger('info');
+  logger.event('info', 'LambdaHandler', 'invoked', { task_id: payload.task_id, attempt: payload.attempt, payload_keys: Object.keys(payload).sort() });
+  const client = new DispatcherClient(config.dispatcherUrl, '', 'lambda');
+  const runner = new TaskRunner(client, { codeRoot: config.codeRoot, sandboxUser: config.sandboxUser, statusPollMs: 500, eventBatch: 100, flushMs: 250 }, logger);
+  await runner.run(payload);
+  return { task_id: payload.task_id, attempt: payload.attempt };
+}
