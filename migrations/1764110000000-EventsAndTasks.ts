@@ -97,6 +97,10 @@ export class EventsAndTasks1764110000000 implements MigrationInterface {
         task_id      uuid NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
         attempt      integer NOT NULL,
         enqueued_at  timestamptz NOT NULL DEFAULT now(),
+        -- Local transport: a wrapper claims a row and deletes it once the attempt is fetched; a
+        -- claim by a node that is gone, or older than the visibility timeout, is released.
+        claimed_by   uuid,
+        claimed_at   timestamptz,
         PRIMARY KEY (task_id, attempt)
       )`);
   }

@@ -3,13 +3,14 @@ import { AttemptsService } from './attempts.service';
 import { Reaper } from './reaper.service';
 import { TaskStarter } from './task-starter.service';
 import { TasksService } from './tasks.service';
+import { SpecCache } from './spec-cache';
 
 /**
  * The dispatcher's data operations, without its loops or endpoints: the dispatcher role runs
  * them, and the registry's task API (trigger, list, cancel) uses TasksService.
  */
 @Module({
-  providers: [AttemptsService, TaskStarter, Reaper, TasksService],
+  providers: [AttemptsService, TaskStarter, Reaper, TasksService, SpecCache],
   exports: [AttemptsService, TaskStarter, Reaper, TasksService],
 })
 export class DispatcherCoreModule {}

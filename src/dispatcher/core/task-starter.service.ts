@@ -1,7 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { DataSource, EntityManager } from 'typeorm';
 import { sql, sqlOne } from '../../common/db';
-import type { DagSpec } from '../../registry/dags/dag-spec';
+import { SpecCache } from './spec-cache';
 
 interface JobKey {
   dag_id: string;
@@ -15,7 +15,10 @@ interface JobKey {
  */
 @Injectable()
 export class TaskStarter {
-  constructor(private readonly db: DataSource) {}
+  constructor(
+    private readonly db: DataSource,
+    private readonly specs: SpecCache,
+  ) {}
 
   /**
    * One pass over every job with startable work. Returns how many attempts it started, and the
@@ -39,8 +42,15 @@ export class TaskStarter {
   private async startForJob(tx: EntityManager, { dag_id, job_name }: JobKey): Promise<{ ids: string[]; lambda: boolean }> {
     await tx.query(`SELECT pg_advisory_xact_lock(hashtext($1))`, [`job:${dag_id}:${job_name}`]);
     // Execution settings come from the active version: they apply at once to queued work.
-    const active = await sqlOne<{ spec: DagSpec }>(tx, `SELECT v.spec FROM dags g JOIN dag_versions v ON v.id = g.active_version_id WHERE g.id = $1`, [dag_id]);
-    const job = active?.spec.jobs.find((j) => j.name === job_name);
+    const active = await sqlOne<{ version_id: string | null; running: number }>(
+      tx,
+      `SELECT g.active_version_id AS version_id,
+              (SELECT count(*)::int FROM tasks WHERE dag_id = $1 AND job_name = $2 AND status = 'running') AS running
+         FROM dags g WHERE g.id = $1`,
+      [dag_id, job_name],
+    );
+    const spec = active?.version_id ? await this.specs.get(tx, active.version_id) : undefined;
+    const job = spec?.jobs.find((j) => j.name === job_name);
     if (!job) {
       // The job is gone from the active version: its queued work can never run.
       await tx.query(
@@ -51,14 +61,10 @@ export class TaskStarter {
       return { ids: [], lambda: false };
     }
     const lambda = job.runtime === 'lambda';
-    const pool = job.worker_pool ? active!.spec.worker_pools.find((p) => p.name === job.worker_pool) : undefined;
+    const pool = job.worker_pool ? spec!.worker_pools.find((p) => p.name === job.worker_pool) : undefined;
     if (pool) await tx.query(`SELECT pg_advisory_xact_lock(hashtext($1))`, [`pool:${dag_id}:${pool.name}`]);
 
-    const { running } = (await sqlOne<{ running: number }>(
-      tx,
-      `SELECT count(*)::int AS running FROM tasks WHERE dag_id = $1 AND job_name = $2 AND status = 'running'`,
-      [dag_id, job_name],
-    ))!;
+    const running = active!.running;
     let capacity = Math.min(job.scaling.max_concurrency, pool ? pool.slots.length : Infinity) - running;
     let freeSlots: number[] = [];
     if (pool) {
@@ -75,6 +81,27 @@ export class TaskStarter {
     }
     if (capacity <= 0) return { ids: [], lambda };
 
+    if (!pool) {
+      // One statement: start the attempts and put them on the outbox (wrappers) — or not (Lambda).
+      const ids = await sql<{ id: string }>(
+        tx,
+        `WITH s AS (
+           UPDATE tasks SET status = 'running', attempt = attempt + 1, updated_at = now()
+            WHERE id IN (SELECT id FROM tasks WHERE dag_id = $1 AND job_name = $2 AND status = 'queued' AND run_after <= now()
+                          ORDER BY created_at, id LIMIT $3 FOR UPDATE SKIP LOCKED)
+           RETURNING id, attempt
+         ), a AS (
+           INSERT INTO task_attempts (task_id, attempt, deadline_at) SELECT id, attempt, now() + make_interval(secs => $4) FROM s
+         ), q AS (
+           INSERT INTO dispatch_queue (task_id, attempt) SELECT id, attempt FROM s WHERE NOT $5
+         )
+         SELECT id FROM s`,
+        [dag_id, job_name, capacity, job.timeout_seconds, lambda],
+      );
+      if (ids.length && !lambda) await tx.query(`SELECT pg_notify('trace_dispatch', '')`);
+      return { ids: ids.map((r) => r.id), lambda };
+    }
+
     const started = await sql<{ id: string; attempt: number; timeout_seconds: number }>(
       tx,
       `UPDATE tasks SET status = 'running', attempt = attempt + 1, updated_at = now()
@@ -84,12 +111,12 @@ export class TaskStarter {
       [dag_id, job_name, capacity],
     );
     for (const [i, t] of started.entries()) {
-      const slot = pool ? freeSlots[i]! : null;
+      const slot = freeSlots[i]!;
       await tx.query(
         `INSERT INTO task_attempts (task_id, attempt, pool_slot, deadline_at) VALUES ($1, $2, $3, now() + make_interval(secs => $4))`,
         [t.id, t.attempt, slot, job.timeout_seconds],
       );
-      if (pool) await tx.query(`INSERT INTO worker_slot_leases (dag_id, pool_name, slot, task_id) VALUES ($1, $2, $3, $4)`, [dag_id, pool.name, slot, t.id]);
+      await tx.query(`INSERT INTO worker_slot_leases (dag_id, pool_name, slot, task_id) VALUES ($1, $2, $3, $4)`, [dag_id, pool.name, slot, t.id]);
       if (!lambda) await tx.query(`INSERT INTO dispatch_queue (task_id, attempt) VALUES ($1, $2)`, [t.id, t.attempt]);
     }
     if (started.length && !lambda) await tx.query(`SELECT pg_notify('trace_dispatch', '')`);

@@ -1,0 +1,307 @@
+/**
+ * npm run bench:dispatch — Trace's task path against graphile-worker 0.17 on the same Postgres,
+ * in one run: burn (a 20,000-event backlog, then workers start), stream (8 producers while
+ * workers run) and paced (200 events/s). Results go to docs/benchmarks.md.
+ *
+ * Trace's side is the real dispatcher process (registry,dispatcher roles) and, as workers,
+ * loops that do exactly what a wrapper does around an operator: take a started attempt from
+ * the local transport, GET /internal/task-fetch, POST /internal/task-complete. Operator code is
+ * not run (both sides run no-op jobs).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, chmodSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { createServer } from 'node:net';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import pg from 'pg';
+import { Logger, makeWorkerUtils, run as runGraphile } from 'graphile-worker';
+
+const require = createRequire(import.meta.url);
+const root = join(import.meta.dirname, '..', '..');
+const { EmbeddedPostgres } = require(join(root, 'dist/src/common/db/embedded-postgres.js'));
+const { JsonLogger } = require(join(root, 'dist/src/common/logging/json-logger.js'));
+const { createDataSource } = require(join(root, 'dist/src/common/db/data-source.js'));
+const { LocalTransport } = require(join(root, 'dist/src/dispatcher/transport/local-transport.js'));
+const { DispatcherClient } = require(join(root, 'dist/src/wrapper/dispatcher-client.js'));
+
+const WORKERS = Number(process.env.BENCH_WORKERS ?? 8);
+const BURN = Number(process.env.BENCH_BURN ?? 20_000);
+const STREAM_PER_PRODUCER = Number(process.env.BENCH_STREAM ?? 1_000);
+const PACED_SECONDS = Number(process.env.BENCH_PACED_SECONDS ?? 10);
+const TOKEN = 'trc_bench-dev-token-000000000000000';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const pct = (xs: number[], p: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]! : NaN;
+};
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+// ---------------------------------------------------------------- Postgres (shared by both)
+const pgDir = mkdtempSync(join(tmpdir(), 'trace-bench-pg-'));
+chmodSync(pgDir, 0o755);
+const server = new EmbeddedPostgres({ dataDir: pgDir, osUser: 'postgres', logger: new JsonLogger('error', () => undefined) });
+const target = await server.start();
+const admin = new pg.Client({ host: target.host, port: target.port, user: 'trace', database: 'postgres' });
+await admin.connect();
+await admin.query('CREATE DATABASE bench_trace');
+await admin.query('CREATE DATABASE bench_graphile');
+await admin.end();
+const url = (db: string) => `postgresql://trace@localhost/${db}?host=${encodeURIComponent(target.host)}`;
+
+// ---------------------------------------------------------------- Trace
+const dataDir = mkdtempSync(join(tmpdir(), 'trace-bench-data-'));
+chmodSync(dataDir, 0o755);
+const port = await freePort();
+const base = `http://127.0.0.1:${port}`;
+const profile = process.env.BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : [];
+const dispatcher: ChildProcess = spawn(process.execPath, [...profile, join(root, 'dist/src/main.js'), '--role', 'registry,dispatcher'], {
+  env: { PATH: process.env.PATH, DATABASE_URL: url('bench_trace'), PORT: String(port), HOST: '127.0.0.1', TRACE_DATA_DIR: dataDir, TRACE_DEV_TOKEN: TOKEN, TRACE_BOOTSTRAP_DEV_ORG: 'true', LOG_LEVEL: 'warn' },
+  stdio: ['ignore', 'inherit', 'inherit'],
+});
+// Whatever happens, leave no server behind.
+process.on('exit', () => {
+  dispatcher.kill('SIGKILL');
+  server.stop();
+});
+for (;;) {
+  try {
+    if ((await fetch(`${base}/health`)).ok) break;
+  } catch {
+    /* not up yet */
+  }
+  await sleep(100);
+}
+const api = async (method: string, path: string, body?: unknown, token = TOKEN) => {
+  const res = await fetch(base + path, { method, headers: { authorization: `Bearer ${token}`, 'content-type': body === undefined ? 'application/json' : typeof body === 'string' ? 'application/yaml' : 'application/json' }, body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body) });
+  const text = await res.text();
+  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${text}`);
+  return text ? JSON.parse(text) : undefined;
+};
+const platform = readFileSync(join(dataDir, 'internal-token'), 'utf8').trim();
+await api('POST', '/v1/dags', `name: bench
+jobs:
+  - name: source
+    operator: user
+    language: javascript
+    entry_point: none.js
+    scaling: {max_concurrency: 64}
+    outputs: [{backend: s3, update_strategy: replace}]
+  - name: noop
+    operator: user
+    language: javascript
+    entry_point: none.js
+    scaling: {max_concurrency: 64}
+    inputs: [{from: {job: source}}]
+    outputs: [{backend: s3, update_strategy: replace}]
+`);
+const traceDb = new pg.Pool({ connectionString: url('bench_trace'), max: 4 });
+
+/** A producer: a source run whose attempt token we hold, posting events over /internal/events. */
+async function producer(): Promise<string> {
+  const { task_id } = await api('POST', '/v1/dags/bench/jobs/source/runs');
+  for (;;) {
+    const res = await fetch(`${base}/internal/task-fetch?task_id=${task_id}`, { headers: { authorization: `Bearer ${platform}` } });
+    if (res.ok) return ((await res.json()) as { attempt_token: string }).attempt_token;
+    await sleep(20); // not started yet
+  }
+}
+let seq = 0;
+const submitted = new Map<string, number>();
+async function postEvents(token: string, n: number) {
+  const events = Array.from({ length: n }, () => {
+    const key = `k${seq++}`;
+    submitted.set(key, performance.now());
+    return { output: 0, partition_key: key };
+  });
+  await api('POST', '/internal/events', { events }, token);
+}
+
+interface Run { latencies: number[]; done: number; stop: boolean }
+/** WORKERS loops doing a wrapper's job around a no-op operator. */
+async function traceWorkers(r: Run) {
+  const ds = await createDataSource({ host: target.host, port: target.port, user: 'trace', database: 'bench_trace', label: 'bench' }, WORKERS + 2).initialize();
+  // The bench workers are one node, like a wrapper process: claims by live nodes stay claimed.
+  const nodeId = '00000000-0000-4000-8000-00000000be4c';
+  await ds.query(`INSERT INTO nodes (id, roles, hostname, pid) VALUES ($1, '{wrapper}', 'bench', $2) ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()`, [nodeId, process.pid]);
+  const transport = new LocalTransport(ds, nodeId);
+  const client = new DispatcherClient(base, platform, ''); // no node id: the bench workers are not in `nodes`
+  await Promise.all(
+    Array.from({ length: WORKERS }, async () => {
+      while (!r.stop) {
+        const [m] = await transport.receive(1);
+        if (!m) {
+          await sleep(2);
+          continue;
+        }
+        let payload;
+        try {
+          payload = await client.fetchTask(m.taskId);
+        } catch (err) {
+          await m.ack();
+          if ((err as { code?: string }).code === 'stale_attempt') continue; // a producer's own source run
+          throw err;
+        }
+        await m.ack();
+        const key = payload.input?.event.partition_key;
+        const t0 = key ? submitted.get(key) : undefined;
+        if (t0 !== undefined) r.latencies.push(performance.now() - t0);
+        await client.complete(payload.attempt_token, 'succeeded', []);
+        r.done++;
+      }
+    }),
+  );
+  await ds.destroy();
+}
+async function traceSucceeded(): Promise<number> {
+  const { rows } = await traceDb.query(`SELECT count(*)::int AS n FROM tasks WHERE job_name = 'noop' AND status = 'succeeded'`);
+  return rows[0].n;
+}
+async function waitFor(cond: () => Promise<boolean> | boolean) {
+  while (!(await cond())) await sleep(20);
+}
+
+// ---------------------------------------------------------------- graphile-worker
+const gUtils = await makeWorkerUtils({ connectionString: url('bench_graphile') });
+await gUtils.migrate();
+const gPool = new pg.Pool({ connectionString: url('bench_graphile'), max: 4 });
+async function gAdd(n: number) {
+  const specs = Array.from({ length: n }, () => {
+    const key = `g${seq++}`;
+    submitted.set(key, performance.now());
+    return { identifier: 'noop', payload: { key } };
+  });
+  await gPool.query(`SELECT graphile_worker.add_jobs(array(SELECT json_populate_recordset(null::graphile_worker.job_spec, $1::json)))`, [JSON.stringify(specs)]);
+}
+async function graphileRunner(r: Run, batched: boolean) {
+  return runGraphile({
+    connectionString: url('bench_graphile'),
+    concurrency: WORKERS,
+    noHandleSignals: true,
+    pollInterval: 1000,
+    logger: new Logger(() => () => undefined), // quiet, like Trace's side (LOG_LEVEL=warn)
+    taskList: {
+      noop: async (payload) => {
+        const t0 = submitted.get((payload as { key: string }).key);
+        if (t0 !== undefined) r.latencies.push(performance.now() - t0);
+        r.done++;
+      },
+    },
+    ...(batched ? { preset: { worker: { localQueue: { size: 50 }, completeJobBatchDelay: 0 } } } : {}),
+  } as Parameters<typeof runGraphile>[0]);
+}
+
+// ---------------------------------------------------------------- scenarios
+type Side = 'trace' | 'graphile' | 'graphile (batched)';
+const results: Record<string, Record<Side, string>> = {};
+const record = (scenario: string, side: Side, value: string) => ((results[scenario] ??= {} as Record<Side, string>)[side] = value);
+
+async function burn(side: Side) {
+  const r: Run = { latencies: [], done: 0, stop: false };
+  if (side === 'trace') {
+    const token = await producer();
+    const before = await traceSucceeded();
+    for (let i = 0; i < BURN; i += 1000) await postEvents(token, Math.min(1000, BURN - i));
+    const t = performance.now();
+    const workers = traceWorkers(r);
+    await waitFor(async () => (await traceSucceeded()) - before >= BURN);
+    const secs = (performance.now() - t) / 1000;
+    r.stop = true;
+    await workers;
+    return BURN / secs;
+  }
+  for (let i = 0; i < BURN; i += 1000) await gAdd(Math.min(1000, BURN - i));
+  const t = performance.now();
+  const runner = await graphileRunner(r, side === 'graphile (batched)');
+  await waitFor(() => r.done >= BURN);
+  const secs = (performance.now() - t) / 1000;
+  await runner.stop();
+  return BURN / secs;
+}
+
+async function stream(side: Side) {
+  const r: Run = { latencies: [], done: 0, stop: false };
+  const total = 8 * STREAM_PER_PRODUCER;
+  let runner: { stop(): Promise<void> } | undefined;
+  let workers: Promise<void> | undefined;
+  const tokens = side === 'trace' ? await Promise.all(Array.from({ length: 8 }, producer)) : [];
+  if (side === 'trace') workers = traceWorkers(r);
+  else runner = await graphileRunner(r, side === 'graphile (batched)');
+  const t = performance.now();
+  await Promise.all(
+    Array.from({ length: 8 }, async (_, p) => {
+      for (let i = 0; i < STREAM_PER_PRODUCER; i += 10) {
+        if (side === 'trace') await postEvents(tokens[p]!, 10);
+        else await gAdd(10);
+      }
+    }),
+  );
+  await waitFor(() => r.done >= total);
+  const secs = (performance.now() - t) / 1000;
+  r.stop = true;
+  await workers;
+  await runner?.stop();
+  return { rate: total / secs, p50: pct(r.latencies, 50), p99: pct(r.latencies, 99) };
+}
+
+async function paced(side: Side) {
+  const r: Run = { latencies: [], done: 0, stop: false };
+  const total = 200 * PACED_SECONDS;
+  let runner: { stop(): Promise<void> } | undefined;
+  let workers: Promise<void> | undefined;
+  const token = side === 'trace' ? await producer() : '';
+  if (side === 'trace') workers = traceWorkers(r);
+  else runner = await graphileRunner(r, side === 'graphile (batched)');
+  const t0 = performance.now();
+  for (let i = 0; i < total; i++) {
+    const due = t0 + i * 5;
+    const wait = due - performance.now();
+    if (wait > 0) await sleep(wait);
+    if (side === 'trace') await postEvents(token, 1);
+    else await gAdd(1);
+  }
+  await waitFor(() => r.done >= total);
+  r.stop = true;
+  await workers;
+  await runner?.stop();
+  return { p50: pct(r.latencies, 50), p99: pct(r.latencies, 99) };
+}
+
+const sides: Side[] = process.env.BENCH_ONLY ? [process.env.BENCH_ONLY as Side] : ['trace', 'graphile', 'graphile (batched)'];
+for (const side of sides) record('burn: tasks/s', side, (await burn(side)).toFixed(0));
+for (const side of sides) {
+  const s = await stream(side);
+  record('stream: tasks/s', side, s.rate.toFixed(0));
+  record('stream: submit→start p50 ms', side, s.p50.toFixed(1));
+  record('stream: submit→start p99 ms', side, s.p99.toFixed(1));
+}
+for (const side of sides) {
+  const p = await paced(side);
+  record('paced 200/s: submit→start p50 ms', side, p.p50.toFixed(1));
+  record('paced 200/s: submit→start p99 ms', side, p.p99.toFixed(1));
+}
+
+console.log(`\nmachine: ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}; workers ${WORKERS}; burn ${BURN}; stream 8 × ${STREAM_PER_PRODUCER}; paced ${PACED_SECONDS} s`);
+console.log('| scenario | Trace | graphile-worker (default) | graphile-worker (batched) | Trace ÷ default | Trace ÷ batched |');
+console.log('|---|---|---|---|---|---|');
+for (const [scenario, v] of Object.entries(results)) {
+  const ratio = (a: string, b: string) => (Number(a) / Number(b)).toFixed(2);
+  console.log(`| ${scenario} | ${v.trace} | ${v.graphile} | ${v['graphile (batched)']} | ${ratio(v.trace, v.graphile)} | ${ratio(v.trace, v['graphile (batched)'])} |`);
+}
+
+await gUtils.release();
+await gPool.end();
+await traceDb.end();
+dispatcher.kill('SIGINT');
+await new Promise((r) => dispatcher.once('exit', r));
+await server.stop();
+process.exit(0);
