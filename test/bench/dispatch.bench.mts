@@ -132,7 +132,9 @@ async function traceWorkers(r: Run) {
   const ds = await createDataSource({ host: target.host, port: target.port, user: 'trace', database: 'bench_trace', label: 'bench' }, WORKERS + 2).initialize();
   // The bench workers are one node, like a wrapper process: claims by live nodes stay claimed.
   const nodeId = '00000000-0000-4000-8000-00000000be4c';
-  await ds.query(`INSERT INTO nodes (id, roles, hostname, pid) VALUES ($1, '{wrapper}', 'bench', $2) ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()`, [nodeId, process.pid]);
+  const heartbeat = () => ds.query(`INSERT INTO nodes (id, roles, hostname, pid) VALUES ($1, '{wrapper}', 'bench', $2) ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()`, [nodeId, process.pid]);
+  await heartbeat();
+  const beating = setInterval(() => void heartbeat(), 2000);
   const transport = new LocalTransport(ds, nodeId);
   const client = new DispatcherClient(base, platform, ''); // no node id: the bench workers are not in `nodes`
   await Promise.all(
@@ -160,6 +162,7 @@ async function traceWorkers(r: Run) {
       }
     }),
   );
+  clearInterval(beating);
   await ds.destroy();
 }
 async function traceSucceeded(): Promise<number> {

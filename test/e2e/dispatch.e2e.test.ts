@@ -3,6 +3,7 @@ import { call } from '../support/http';
 import { postYaml } from '../support/org-fixture';
 import { connect, createTestDatabase } from '../support/shared-postgres';
 import { startTrace, TraceProcess } from '../support/trace-process';
+import { jobTasksSucceeded, taskFinished } from '../support/tasks';
 import { waitFor } from '../support/wait-for';
 
 const TOKEN = 'trc_dispatch-test-dev-token-000000';
@@ -31,12 +32,7 @@ jobs:
     outputs: [${OUT}]
 `;
 
-async function taskDone(url: string, id: string) {
-  return waitFor(async () => {
-    const t = await call(url, 'GET', `/v1/tasks/${id}`, { token: TOKEN });
-    return ['succeeded', 'failed', 'canceled'].includes(t.body.status) ? t.body : undefined;
-  }, `task ${id} to finish`, 60_000);
-}
+const taskDone = (url: string, id: string) => taskFinished(url, TOKEN, id);
 
 async function tasksOf(url: string, dag: string, job: string) {
   return (await call(url, 'GET', `/v1/tasks?dag=${dag}&job=${job}&limit=1000`, { token: TOKEN })).body as { id: string; status: string }[];
@@ -66,10 +62,7 @@ describe('events → tasks → wrapper, all in one process', () => {
     expect(source.events.map((e: { start: string; end: string }) => `${e.start}-${e.end}`)).toEqual(['0-999', '1000-1999', '2000-2999', '3000-3999', '4000-4999']);
 
     for (const job of ['double', 'audit']) {
-      const tasks = await waitFor(async () => {
-        const list = await tasksOf(url, 'flow', job);
-        return list.length === 5 && list.every((t) => t.status === 'succeeded') ? list : undefined;
-      }, `five ${job} tasks to succeed`, 60_000);
+      const tasks = await jobTasksSucceeded(url, TOKEN, 'flow', job, 5);
       expect(tasks).toHaveLength(5);
     }
     const audit = await call(url, 'GET', `/v1/tasks/${(await tasksOf(url, 'flow', 'audit'))[0]!.id}`, { token: TOKEN });

@@ -102,6 +102,20 @@ describe('the internal contract: attempt gating, idempotent events, cancel', () 
 
     // After completion the attempt's token is good for nothing more.
     expect((await call(url, 'POST', '/internal/events', { token, body: { events: [range(5000)] } })).body.error.code).toBe('stale_attempt');
+    const twice = await call(url, 'POST', '/internal/task-complete', { token, body: { status: 'succeeded' } });
+    expect(twice.status).toBe(409);
+  });
+
+  it('an attempt completes once: a failed attempt queued for retry cannot then report success', async () => {
+    const id = await trigger();
+    await started(id);
+    const token = (await fetchTask(id)).body.attempt_token;
+    expect((await call(url, 'POST', '/internal/task-complete', { token, body: { status: 'failed', error: 'boom' } })).body.status).toBe('queued');
+    const again = await call(url, 'POST', '/internal/task-complete', { token, body: { status: 'succeeded' } });
+    expect(again.status).toBe(409);
+    expect(again.body.error.message).toContain('already completed (failed)');
+    const t = await task(id);
+    expect(t.attempts[0]).toMatchObject({ attempt: 1, outcome: 'failed', error: 'boom' });
   });
 
   it('bad events are refused with the field and reason, and nothing of the batch is stored', async () => {

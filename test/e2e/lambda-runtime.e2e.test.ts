@@ -3,7 +3,7 @@ import { call } from '../support/http';
 import { postYaml } from '../support/org-fixture';
 import { createTestDatabase } from '../support/shared-postgres';
 import { startTrace, TraceProcess } from '../support/trace-process';
-import { waitFor } from '../support/wait-for';
+import { jobTasksSucceeded } from '../support/tasks';
 
 const TOKEN = 'trc_lambda-test-dev-token-000000000';
 const CODE_ROOT = join(__dirname, '..', 'fixtures', 'code');
@@ -45,10 +45,7 @@ jobs:
 `;
     expect((await postYaml(url, '/v1/dags', TOKEN, dag)).status).toBe(201);
     const id = (await call(url, 'POST', '/v1/dags/serverless/jobs/source/runs', { token: TOKEN })).body.task_id as string;
-    const audits = await waitFor(async () => {
-      const list = (await call(url, 'GET', '/v1/tasks?dag=serverless&job=audit', { token: TOKEN })).body as { status: string }[];
-      return list.length === 3 && list.every((t) => t.status === 'succeeded') ? list : undefined;
-    }, 'three audit tasks', 60_000);
+    const audits = await jobTasksSucceeded(url, TOKEN, 'serverless', 'audit', 3);
     expect(audits).toHaveLength(3);
     expect((await call(url, 'GET', `/v1/tasks/${id}`, { token: TOKEN })).body.events).toHaveLength(3);
 

@@ -6,7 +6,7 @@ import { call } from '../support/http';
 import { postYaml } from '../support/org-fixture';
 import { createTestDatabase } from '../support/shared-postgres';
 import { startTrace, TraceProcess } from '../support/trace-process';
-import { waitFor } from '../support/wait-for';
+import { jobTasksSucceeded, taskFinished } from '../support/tasks';
 
 const TOKEN = 'trc_rust-test-dev-token-0000000000';
 const ROOT = join(__dirname, '..', '..');
@@ -29,11 +29,7 @@ describe('Rust user code', () => {
     expect(await trace.stop()).toBe(0);
   });
 
-  const finished = (id: string) =>
-    waitFor(async () => {
-      const t = (await call(url, 'GET', `/v1/tasks/${id}`, { token: TOKEN })).body;
-      return ['succeeded', 'failed', 'canceled'].includes(t.status) ? t : undefined;
-    }, `task ${id}`, 60_000);
+  const finished = (id: string) => taskFinished(url, TOKEN, id);
 
   it('the seed operator consumes range events and emits its own', async () => {
     const dag = `name: rusty
@@ -53,10 +49,7 @@ jobs:
 `;
     expect((await postYaml(url, '/v1/dags', TOKEN, dag)).status).toBe(201);
     await finished((await call(url, 'POST', '/v1/dags/rusty/jobs/source/runs', { token: TOKEN })).body.task_id);
-    const tasks = await waitFor(async () => {
-      const list = (await call(url, 'GET', '/v1/tasks?dag=rusty&job=count', { token: TOKEN })).body as { id: string; status: string }[];
-      return list.length === 2 && list.every((t) => t.status === 'succeeded') ? list : undefined;
-    }, 'two rust tasks to succeed', 60_000);
+    const tasks = await jobTasksSucceeded(url, TOKEN, 'rusty', 'count', 2);
     const t = (await call(url, 'GET', `/v1/tasks/${tasks[0]!.id}`, { token: TOKEN })).body;
     expect(t.events).toHaveLength(1);
     expect(t.events[0].payload.source_event).toBe(t.event_id);

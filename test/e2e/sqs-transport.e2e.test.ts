@@ -7,6 +7,7 @@ import { call } from '../support/http';
 import { postYaml } from '../support/org-fixture';
 import { createTestDatabase } from '../support/shared-postgres';
 import { startTrace, TraceProcess } from '../support/trace-process';
+import { taskFinished } from '../support/tasks';
 import { waitFor } from '../support/wait-for';
 
 const TOKEN = 'trc_sqs-test-dev-token-00000000000';
@@ -62,10 +63,8 @@ jobs:
     const internalToken = readFileSync(join(dataDir, 'internal-token'), 'utf8').trim();
     const wrapper = await startTrace({ args: ['--role', 'wrapper'], env: { ...common, TRACE_DISPATCHER_URL: url, TRACE_INTERNAL_TOKEN: internalToken } });
     procs.push(wrapper);
-    const done = await waitFor(async () => {
-      const t = (await call(url, 'GET', `/v1/tasks/${id}`, { token: TOKEN })).body;
-      return t.status === 'succeeded' ? t : undefined;
-    }, 'the task to succeed through SQS', 60_000);
+    const done = await taskFinished(url, TOKEN, id);
+    expect(done.status).toBe('succeeded');
     expect(done.events).toHaveLength(2);
     expect(done.attempts).toHaveLength(1);
     sqs.destroy();

@@ -6,6 +6,7 @@ import { call } from '../support/http';
 import { postYaml } from '../support/org-fixture';
 import { createTestDatabase } from '../support/shared-postgres';
 import { startTrace, TraceProcess } from '../support/trace-process';
+import { jobTasksSucceeded, taskFinished } from '../support/tasks';
 import { waitFor } from '../support/wait-for';
 
 const TOKEN = 'trc_crash-test-dev-token-000000000';
@@ -59,20 +60,14 @@ jobs:
 
     const second = await startTrace({ args: ['--role', 'wrapper'], env: wrapperEnv });
     procs.push(second);
-    const done = await waitFor(async () => {
-      const t = (await call(url, 'GET', `/v1/tasks/${id}`, { token: TOKEN })).body;
-      return t.status === 'succeeded' ? t : undefined;
-    }, 'the retried run to succeed', 60_000);
+    const done = await taskFinished(url, TOKEN, id);
+    expect(done.status).toBe('succeeded');
 
     expect(done.attempts.map((a: { outcome: string }) => a.outcome)).toEqual(['timed_out', 'succeeded']);
     expect(done.attempts[0].error).toBe('the wrapper running it stopped');
     // Attempt 2 re-emitted all five; the three attempt 1 had stored were recognised as duplicates.
     expect(done.events.map((e: { producer_attempt: number }) => e.producer_attempt)).toEqual([1, 1, 1, 2, 2]);
-    const readers = await waitFor(async () => {
-      const list = (await call(url, 'GET', '/v1/tasks?dag=crashy&job=reader&limit=100', { token: TOKEN })).body as { status: string; event_id: string }[];
-      return list.length >= 5 && list.every((t) => t.status === 'succeeded') ? list : undefined;
-    }, 'five reader tasks', 60_000);
-    expect(readers).toHaveLength(5);
+    const readers = await jobTasksSucceeded(url, TOKEN, 'crashy', 'reader', 5);
     expect(new Set(readers.map((r) => r.event_id)).size).toBe(5);
   });
 });

@@ -136,7 +136,7 @@ export class AttemptsService {
          RETURNING tasks.status
        ), x AS (
          UPDATE task_attempts SET finished_at = coalesce(task_attempts.finished_at, now()),
-                outcome = CASE WHEN task_attempts.outcome = 'timed_out' THEN 'timed_out' ELSE $2 END,
+                outcome = $2, -- a late completion replaces timed_out, so the attempt cannot complete twice
                 error = coalesce(task_attempts.error, $3)
            FROM d WHERE task_attempts.task_id = d.task_id AND task_attempts.attempt = d.attempt
        ), l AS (
