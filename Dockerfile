@@ -28,6 +28,8 @@ ENV NODE_ENV=production \
     TRACE_DATA_DIR=/var/lib/trace \
     PORT=8080
 WORKDIR /app
+# python3 for Python user-code operators; unshare and setpriv (util-linux) are already in the base.
+RUN apt-get update && apt-get install -y --no-install-recommends python3 && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system trace && useradd --system --gid trace --home-dir /var/lib/trace --create-home trace
 COPY --from=build --chown=root:root /app/node_modules ./node_modules
 COPY --from=build --chown=root:root /app/dist ./dist

@@ -1,9 +1,9 @@
-import { Controller, Get, Param, ParseUUIDPipe, Post, Query } from '@nestjs/common';
+import { Controller, Get, Param, Post, Query } from '@nestjs/common';
 import { ApiBearerAuth, ApiOperation, ApiTags } from '@nestjs/swagger';
 import { Type } from 'class-transformer';
 import { IsIn, IsInt, IsOptional, Matches, Max, Min } from 'class-validator';
 import { CurrentPrincipal } from '../common/auth';
-import { badRequest } from '../common/errors';
+import { uuidParam } from '../common/errors';
 import type { Principal } from '../common/identity';
 import { TASK_STATUSES, TasksService } from '../dispatcher/core/tasks.service';
 import { NAME_PATTERN } from './dags/dag-spec';
@@ -29,8 +29,6 @@ export class TaskListQuery {
   limit?: number;
 }
 
-const taskId = new ParseUUIDPipe({ exceptionFactory: () => badRequest('validation_failed', 'task id must be a UUID', [{ field: 'id', reason: 'must be a UUID' }]) });
-
 @ApiTags('tasks')
 @ApiBearerAuth()
 @Controller('v1')
@@ -50,13 +48,13 @@ export class TasksController {
 
   @Get('tasks/:id')
   @ApiOperation({ summary: 'A task with its attempts and the events it emitted' })
-  get(@CurrentPrincipal() p: Principal, @Param('id', taskId) id: string) {
+  get(@CurrentPrincipal() p: Principal, @Param('id', uuidParam('id')) id: string) {
     return this.tasks.get(p.orgId, id);
   }
 
   @Post('tasks/:id/cancel')
   @ApiOperation({ summary: 'Cancel: queued tasks at once, running ones cooperatively' })
-  cancel(@CurrentPrincipal() p: Principal, @Param('id', taskId) id: string) {
+  cancel(@CurrentPrincipal() p: Principal, @Param('id', uuidParam('id')) id: string) {
     return this.tasks.cancel(p, id);
   }
 }

@@ -1,3 +1,3 @@
 export * from './trace-error';
 export { ErrorFilter, errorBody, type ErrorBody } from './error.filter';
-export { toFieldViolations, traceValidationPipe } from './validation';
+export { toFieldViolations, traceValidationPipe, uuidParam } from './validation';

@@ -1,4 +1,4 @@
-import { ValidationError, ValidationPipe } from '@nestjs/common';
+import { ParseUUIDPipe, ValidationError, ValidationPipe } from '@nestjs/common';
 import { badRequest, FieldViolation } from './trace-error';
 
 /** Flattens nested class-validator errors into `{field: "a.b[0].c", reason}` pairs. */
@@ -26,4 +26,9 @@ export function traceValidationPipe(): ValidationPipe {
       );
     },
   });
+}
+
+/** For `@Param('id', uuidParam('id'))`: a non-UUID is a 400 naming the parameter, in the usual shape. */
+export function uuidParam(field: string): ParseUUIDPipe {
+  return new ParseUUIDPipe({ exceptionFactory: () => badRequest('validation_failed', `${field} must be a UUID`, [{ field, reason: 'must be a UUID' }]) });
 }

@@ -1,13 +1,10 @@
-import { Body, Controller, Delete, Get, HttpCode, Param, ParseUUIDPipe, Post, Put } from '@nestjs/common';
+import { Body, Controller, Delete, Get, HttpCode, Param, Post, Put } from '@nestjs/common';
 import { ApiBearerAuth, ApiOperation, ApiTags } from '@nestjs/swagger';
 import { CurrentPrincipal, OrgAdminOnly, PlatformAdminOnly } from '../../common/auth';
-import { badRequest, forbidden } from '../../common/errors';
+import { forbidden, uuidParam } from '../../common/errors';
 import { isOrgAdmin, type Principal } from '../../common/identity';
 import { CreateOrgDto, CreateTokenDto, CreateUserDto, SetRolesDto } from './identity.dto';
 import { IdentityService } from './identity.service';
-
-const uuid = (name: string) =>
-  new ParseUUIDPipe({ exceptionFactory: () => badRequest('validation_failed', `${name} must be a UUID`, [{ field: name, reason: 'must be a UUID' }]) });
 
 @ApiTags('identity')
 @ApiBearerAuth()
@@ -49,33 +46,33 @@ export class IdentityController {
 
   @Put('orgs/:org/users/:userId/roles')
   @OrgAdminOnly()
-  setRoles(@CurrentPrincipal() p: Principal, @Param('userId', uuid('userId')) userId: string, @Body() body: SetRolesDto) {
+  setRoles(@CurrentPrincipal() p: Principal, @Param('userId', uuidParam('userId')) userId: string, @Body() body: SetRolesDto) {
     return this.identity.setRoles(p.orgId, userId, body.roles);
   }
 
   @Delete('orgs/:org/users/:userId')
   @OrgAdminOnly()
   @HttpCode(204)
-  async removeUser(@CurrentPrincipal() p: Principal, @Param('userId', uuid('userId')) userId: string): Promise<void> {
+  async removeUser(@CurrentPrincipal() p: Principal, @Param('userId', uuidParam('userId')) userId: string): Promise<void> {
     await this.identity.removeMember(p.orgId, userId);
   }
 
   @Post('orgs/:org/users/:userId/tokens')
   @ApiOperation({ summary: 'Issue a token (admins for anyone, members for themselves); the secret is shown once' })
-  issueToken(@CurrentPrincipal() p: Principal, @Param('userId', uuid('userId')) userId: string, @Body() body: CreateTokenDto) {
+  issueToken(@CurrentPrincipal() p: Principal, @Param('userId', uuidParam('userId')) userId: string, @Body() body: CreateTokenDto) {
     assertSelfOrAdmin(p, userId);
     return this.identity.issueToken(p.orgId, userId, body.name, body.expires_in_days);
   }
 
   @Get('orgs/:org/users/:userId/tokens')
-  listTokens(@CurrentPrincipal() p: Principal, @Param('userId', uuid('userId')) userId: string) {
+  listTokens(@CurrentPrincipal() p: Principal, @Param('userId', uuidParam('userId')) userId: string) {
     assertSelfOrAdmin(p, userId);
     return this.identity.listTokens(p.orgId, userId);
   }
 
   @Delete('orgs/:org/tokens/:tokenId')
   @ApiOperation({ summary: 'Revoke a token (admins any in the org, members their own)' })
-  revokeToken(@CurrentPrincipal() p: Principal, @Param('tokenId', uuid('tokenId')) tokenId: string) {
+  revokeToken(@CurrentPrincipal() p: Principal, @Param('tokenId', uuidParam('tokenId')) tokenId: string) {
     return this.identity.revokeToken(p.orgId, tokenId, p);
   }
 }
