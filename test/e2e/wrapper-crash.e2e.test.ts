@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { call } from '../support/http';
 import { postYaml } from '../support/org-fixture';
-import { createTestDatabase } from '../support/shared-postgres';
+import { connect, createTestDatabase } from '../support/shared-postgres';
 import { startTrace, TraceProcess } from '../support/trace-process';
 import { jobTasksSucceeded, taskFinished } from '../support/tasks';
 import { waitFor } from '../support/wait-for';
@@ -69,5 +69,49 @@ jobs:
     expect(done.events.map((e: { producer_attempt: number }) => e.producer_attempt)).toEqual([1, 1, 1, 2, 2]);
     const readers = await jobTasksSucceeded(url, TOKEN, 'crashy', 'reader', 5);
     expect(new Set(readers.map((r) => r.event_id)).size).toBe(5);
+  });
+
+  it('a message a dead wrapper claimed but never fetched is taken by another wrapper; a live claim is left alone', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'trace-claim-'));
+    await chmod(dataDir, 0o755);
+    const databaseUrl = await createTestDatabase('claim');
+    const dispatcher = await startTrace({
+      args: ['--role', 'registry,dispatcher'],
+      env: { DATABASE_URL: databaseUrl, TRACE_DATA_DIR: dataDir, TRACE_DEV_TOKEN: TOKEN, TRACE_BOOTSTRAP_DEV_ORG: 'true' },
+    });
+    procs.push(dispatcher);
+    const url = dispatcher.baseUrl;
+    const dag = `name: claims
+jobs:
+  - name: source
+    operator: user
+    language: javascript
+    entry_point: emit-source.js
+    config: {count: 1}
+    scaling: {max_concurrency: 2}
+    outputs: [${OUT}]
+`;
+    expect((await postYaml(url, '/v1/dags', TOKEN, dag)).status).toBe(201);
+    const db = await connect(databaseUrl);
+    try {
+      const live = '00000000-0000-4000-8000-000000001100';
+      await db.query(`INSERT INTO nodes (id, roles, hostname, pid) VALUES ($1, '{wrapper}', 'busy', 1)`, [live]);
+      const orphan = (await call(url, 'POST', '/v1/dags/claims/jobs/source/runs', { token: TOKEN })).body.task_id as string;
+      const held = (await call(url, 'POST', '/v1/dags/claims/jobs/source/runs', { token: TOKEN })).body.task_id as string;
+      await waitFor(async () => (await db.query('SELECT count(*)::int AS n FROM dispatch_queue')).rows[0].n === 2 || undefined, 'both attempts on the queue');
+      // One claimed by a node that no longer exists, one by a live node; neither was fetched.
+      await db.query(`UPDATE dispatch_queue SET claimed_by = gen_random_uuid(), claimed_at = now() WHERE task_id = $1`, [orphan]);
+      await db.query(`UPDATE dispatch_queue SET claimed_by = $2, claimed_at = now() WHERE task_id = $1`, [held, live]);
+
+      const internalToken = readFileSync(join(dataDir, 'internal-token'), 'utf8').trim();
+      const wrapper = await startTrace({ args: ['--role', 'wrapper'], env: { DATABASE_URL: databaseUrl, TRACE_DISPATCHER_URL: url, TRACE_INTERNAL_TOKEN: internalToken, TRACE_CODE_ROOT: CODE_ROOT, TRACE_DISPATCH_POLL_MS: '200' } });
+      procs.push(wrapper);
+      expect((await taskFinished(url, TOKEN, orphan)).status).toBe('succeeded');
+      const stillHeld = (await call(url, 'GET', `/v1/tasks/${held}`, { token: TOKEN })).body;
+      expect(stillHeld.status).toBe('running');
+      expect((await db.query('SELECT claimed_by FROM dispatch_queue WHERE task_id = $1', [held])).rows).toEqual([{ claimed_by: live }]);
+    } finally {
+      await db.end();
+    }
   });
 });
