@@ -37,7 +37,7 @@ export class SecretCipher {
     return { ciphertext, iv, authTag: cipher.getAuthTag(), keyId: this.keyId };
   }
 
-  /** Only the wrapper (when it injects a slot's secret_env) opens secrets; no API returns them. */
+  /** Opened only to build a task payload's slot secret_env (task-fetch, Lambda invoke); no user-facing API returns a value. */
   open(sealed: Sealed, associated: string): string {
     if (sealed.keyId !== this.keyId) throw new Error(`secret was sealed with key ${sealed.keyId}, not the configured key ${this.keyId}`);
     const decipher = createDecipheriv('aes-256-gcm', this.key, sealed.iv);
