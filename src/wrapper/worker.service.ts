@@ -84,7 +84,7 @@ export class WorkerService implements OnApplicationBootstrap, BeforeApplicationS
         if (err instanceof DispatcherCallError) await message.ack();
         throw err;
       }
-      await message.ack();
+      if (!message.spentByFetch) await message.ack();
       await this.runner!.run(payload);
     } catch (err) {
       const stale = err instanceof DispatcherCallError && err.code === 'stale_attempt';

@@ -153,7 +153,7 @@ async function traceWorkers(r: Run) {
           if ((err as { code?: string }).code === 'stale_attempt') continue; // a producer's own source run
           throw err;
         }
-        await m.ack();
+        if (!m.spentByFetch) await m.ack();
         const key = payload.input?.event.partition_key;
         const t0 = key ? submitted.get(key) : undefined;
         if (t0 !== undefined) r.latencies.push(performance.now() - t0);

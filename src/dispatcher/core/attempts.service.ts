@@ -64,7 +64,9 @@ export class AttemptsService {
       `WITH t AS (SELECT id, attempt, status FROM tasks WHERE id = $1 FOR UPDATE),
             b AS (UPDATE task_attempts a SET token_hash = $2, wrapper_node = $3
                     FROM t WHERE a.task_id = t.id AND a.attempt = t.attempt AND t.status = 'running' AND a.token_hash IS NULL
-                  RETURNING a.task_id)
+                  RETURNING a.task_id, a.attempt),
+            -- The attempt is bound: its outbox row (local transport) is spent with it.
+            q AS (DELETE FROM dispatch_queue d USING b WHERE d.task_id = b.task_id AND d.attempt = b.attempt)
        SELECT t.status, t.attempt, EXISTS (SELECT 1 FROM b) AS bound FROM t`,
       [taskId, hashToken(token), wrapperNode ?? null],
     );

@@ -6,8 +6,8 @@ import type { DispatchMessage, TaskTransport } from './task-transport';
 const VISIBILITY_SECONDS = 30;
 
 /**
- * Wrappers claim rows straight from the dispatch_queue outbox (SKIP LOCKED; NOTIFY wakes them)
- * and delete them once the attempt is fetched. A wrapper that dies between the two loses
+ * Wrappers claim rows straight from the dispatch_queue outbox (SKIP LOCKED; NOTIFY wakes them);
+ * task-fetch deletes a row when it binds the attempt, and ack deletes one the dispatcher refused. A wrapper that dies between the two loses
  * nothing: its claim is released when its node disappears or the visibility timeout passes.
  */
 export class LocalTransport implements TaskTransport {
@@ -37,6 +37,7 @@ export class LocalTransport implements TaskTransport {
     );
     return rows.map((r) => ({
       taskId: r.task_id,
+      spentByFetch: true,
       ack: async () => {
         await this.db.query(`DELETE FROM dispatch_queue WHERE task_id = $1 AND attempt = $2`, [r.task_id, r.attempt]);
       },

@@ -3,6 +3,8 @@ export interface DispatchMessage {
   taskId: string;
   /** Acknowledge once the attempt is bound to this wrapper (fetched) or found not runnable. */
   ack(): Promise<void>;
+  /** True when a successful task-fetch already removed the message (the local outbox row), so no ack is needed then. */
+  readonly spentByFetch: boolean;
 }
 
 /**
