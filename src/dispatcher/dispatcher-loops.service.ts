@@ -4,7 +4,7 @@ import { BackgroundLoops } from '../common/lifecycle';
 import { JsonLogger } from '../common/logging/json-logger';
 import { TraceConfig } from '../config';
 import { Reaper } from './core/reaper.service';
-import { TaskStarter } from './core/task-starter.service';
+import { TaskStarter, type JobKey } from './core/task-starter.service';
 import { LambdaDispatch } from './lambda/lambda-dispatch.service';
 import { TASK_TRANSPORT, type TaskTransport } from './transport/task-transport';
 
@@ -15,6 +15,10 @@ const RELAY_LOOP = 'dispatcher.relay';
 @Injectable()
 export class DispatcherLoops implements OnApplicationBootstrap, BeforeApplicationShutdown {
   private readonly listener: PgListener;
+  /** Jobs named by NOTIFY trace_tasks since the last tick, keyed by the payload. */
+  private readonly named = new Map<string, JobKey>();
+  private fullPassDue = true;
+  private lastFullPass = 0;
 
   constructor(
     private readonly loops: BackgroundLoops,
@@ -30,11 +34,23 @@ export class DispatcherLoops implements OnApplicationBootstrap, BeforeApplicatio
       name: START_LOOP,
       intervalMs: config.dispatch.pollMs,
       tick: async () => {
-        // Keep going while a pass starts work: a backlog drains without waiting for the interval.
-        for (;;) {
-          const { started, lambda: invoke } = await starter.startReady();
+        // Woken by NOTIFYs that name jobs: meter just those. On the interval (or a wake-up that
+        // names no job), a full pass finds every job with startable work, e.g. retries whose
+        // back-off has passed. Keep going while a full pass left jobs unvisited.
+        const named = [...this.named.values()];
+        this.named.clear();
+        const full = this.fullPassDue || Date.now() - this.lastFullPass >= config.dispatch.pollMs;
+        if (!full) {
+          const { lambda: invoke } = await starter.startJobs(named);
           if (invoke.length) await lambda.invoke(invoke);
-          if (started === 0) break;
+          return;
+        }
+        this.fullPassDue = false;
+        this.lastFullPass = Date.now();
+        for (;;) {
+          const { lambda: invoke, more } = await starter.startReady();
+          if (invoke.length) await lambda.invoke(invoke);
+          if (!more) break;
         }
       },
     });
@@ -45,6 +61,7 @@ export class DispatcherLoops implements OnApplicationBootstrap, BeforeApplicatio
         const reaped = await reaper.reap();
         if (reaped.length) {
           logger.event('warn', 'Reaper', 'timed out attempts', { attempts: reaped });
+          this.fullPassDue = true;
           loops.wake(START_LOOP);
         }
       },
@@ -56,7 +73,13 @@ export class DispatcherLoops implements OnApplicationBootstrap, BeforeApplicatio
     this.listener = new PgListener(
       target,
       ['trace_tasks', 'trace_dispatch'],
-      (channel) => this.loops.wake(channel === 'trace_tasks' ? START_LOOP : RELAY_LOOP),
+      (channel, payload) => {
+        if (channel !== 'trace_tasks') return this.loops.wake(RELAY_LOOP);
+        const job = parseJobKey(payload);
+        if (job) this.named.set(payload, job);
+        else this.fullPassDue = true;
+        this.loops.wake(START_LOOP);
+      },
       logger,
     );
   }
@@ -68,4 +91,10 @@ export class DispatcherLoops implements OnApplicationBootstrap, BeforeApplicatio
   async beforeApplicationShutdown(): Promise<void> {
     await this.listener.stop();
   }
+}
+
+/** A trace_tasks payload is `<dag_id> <job_name>`; anything else asks for a full pass. */
+function parseJobKey(payload: string): JobKey | undefined {
+  const m = /^([0-9a-f-]{36}) (\S+)$/.exec(payload);
+  return m ? { dag_id: m[1]!, job_name: m[2]! } : undefined;
 }

@@ -49,7 +49,14 @@ async function freePort(): Promise<number> {
 // ---------------------------------------------------------------- Postgres (shared by both)
 const pgDir = mkdtempSync(join(tmpdir(), 'trace-bench-pg-'));
 chmodSync(pgDir, 0o755);
-const server = new EmbeddedPostgres({ dataDir: pgDir, osUser: 'postgres', logger: new JsonLogger('error', () => undefined) });
+// BENCH_STATEMENTS=1 prints the Trace database's costliest statements at the end (pg_stat_statements).
+const STATEMENTS = Boolean(process.env.BENCH_STATEMENTS);
+const server = new EmbeddedPostgres({
+  dataDir: pgDir,
+  osUser: 'postgres',
+  logger: new JsonLogger('error', () => undefined),
+  settings: STATEMENTS ? { shared_preload_libraries: 'pg_stat_statements', 'pg_stat_statements.track_planning': 'on' } : undefined,
+});
 const target = await server.start();
 const admin = new pg.Client({ host: target.host, port: target.port, user: 'trace', database: 'postgres' });
 await admin.connect();
@@ -136,37 +143,65 @@ async function traceWorkers(r: Run) {
   await heartbeat();
   const beating = setInterval(() => void heartbeat(), 2000);
   const transport = new LocalTransport(ds, nodeId);
+  // Like the wrapper: an empty claim waits for NOTIFY trace_dispatch (or the poll interval).
+  const listener = new pg.Client({ host: target.host, port: target.port, user: 'trace', database: 'bench_trace' });
+  await listener.connect();
+  let generation = 0;
+  let wakeAll: () => void = () => undefined;
+  let woken = new Promise<void>((r) => (wakeAll = r));
+  listener.on('notification', () => {
+    generation++;
+    wakeAll();
+    woken = new Promise<void>((r) => (wakeAll = r));
+  });
+  await listener.query('LISTEN trace_dispatch');
   const client = new DispatcherClient(base, platform, ''); // no node id: the bench workers are not in `nodes`
-  await Promise.all(
-    Array.from({ length: WORKERS }, async () => {
-      while (!r.stop) {
-        const [m] = await transport.receive(1);
-        if (!m) {
-          await sleep(2);
-          continue;
-        }
-        let payload;
-        try {
-          payload = await client.fetchTask(m.taskId);
-        } catch (err) {
-          await m.ack();
-          if ((err as { code?: string }).code === 'stale_attempt') continue; // a producer's own source run
-          throw err;
-        }
-        if (!m.spentByFetch) await m.ack();
-        const key = payload.input?.event.partition_key;
-        const t0 = key ? submitted.get(key) : undefined;
-        if (t0 !== undefined) r.latencies.push(performance.now() - t0);
-        await client.complete(payload.attempt_token, 'succeeded', []);
-        r.done++;
+  // As the wrapper does (src/wrapper/worker.service.ts): receive up to the free capacity, handle
+  // each message concurrently; the client sends the fetches (and completions) made together in one call.
+  let running = 0;
+  let freed: () => void = () => undefined;
+  const handle = async (m: { taskId: string; spentByFetch: boolean; ack(): Promise<void> }) => {
+    try {
+      let payload;
+      try {
+        payload = await client.fetchTask(m.taskId);
+      } catch (err) {
+        await m.ack();
+        if ((err as { code?: string }).code === 'stale_attempt') return; // a producer's own source run
+        throw err;
       }
-    }),
-  );
+      if (!m.spentByFetch) await m.ack();
+      const key = payload.input?.event.partition_key;
+      const t0 = key ? submitted.get(key) : undefined;
+      if (t0 !== undefined) r.latencies.push(performance.now() - t0);
+      await client.complete(payload.attempt_token, 'succeeded', []);
+      r.done++;
+    } finally {
+      running--;
+      freed();
+    }
+  };
+  while (!r.stop) {
+    if (running >= WORKERS) {
+      await new Promise<void>((res) => (freed = res));
+      continue;
+    }
+    const seen = generation;
+    const messages = await transport.receive(WORKERS - running);
+    if (messages.length === 0) {
+      if (generation === seen) await Promise.race([woken, sleep(100)]);
+      continue;
+    }
+    running += messages.length;
+    for (const m of messages) void handle(m);
+  }
+  while (running > 0) await new Promise<void>((res) => (freed = res));
   clearInterval(beating);
+  await listener.end();
   await ds.destroy();
 }
-async function traceSucceeded(): Promise<number> {
-  const { rows } = await traceDb.query(`SELECT count(*)::int AS n FROM tasks WHERE job_name = 'noop' AND status = 'succeeded'`);
+async function traceQueued(): Promise<number> {
+  const { rows } = await traceDb.query(`SELECT count(*)::int AS n FROM tasks WHERE job_name = 'noop' AND status IN ('queued', 'running')`);
   return rows[0].n;
 }
 async function waitFor(cond: () => Promise<boolean> | boolean) {
@@ -212,11 +247,11 @@ async function burn(side: Side) {
   const r: Run = { latencies: [], done: 0, stop: false };
   if (side === 'trace') {
     const token = await producer();
-    const before = await traceSucceeded();
     for (let i = 0; i < BURN; i += 1000) await postEvents(token, Math.min(1000, BURN - i));
+    await waitFor(async () => (await traceQueued()) >= BURN); // accepted and fanned out into tasks
     const t = performance.now();
     const workers = traceWorkers(r);
-    await waitFor(async () => (await traceSucceeded()) - before >= BURN);
+    await waitFor(() => r.done >= BURN);
     const secs = (performance.now() - t) / 1000;
     r.stop = true;
     await workers;
@@ -301,6 +336,14 @@ for (const [scenario, v] of Object.entries(results)) {
   console.log(`| ${scenario} | ${v.trace} | ${v.graphile} | ${v['graphile (batched)']} | ${ratio(v.trace, v.graphile)} | ${ratio(v.trace, v['graphile (batched)'])} |`);
 }
 
+if (STATEMENTS) {
+  await traceDb.query('CREATE EXTENSION IF NOT EXISTS pg_stat_statements');
+  const { rows } = await traceDb.query(
+    `SELECT calls, round(total_exec_time)::int AS exec_ms, round(total_plan_time)::int AS plan_ms, round(mean_exec_time::numeric, 3) AS mean_exec_ms, round(mean_plan_time::numeric, 3) AS mean_plan_ms, left(regexp_replace(query, '\\s+', ' ', 'g'), 90) AS query
+       FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = 'bench_trace' ORDER BY total_exec_time + total_plan_time DESC LIMIT 12`,
+  );
+  console.table(rows);
+}
 await gUtils.release();
 await gPool.end();
 await traceDb.end();

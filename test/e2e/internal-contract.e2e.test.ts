@@ -175,4 +175,65 @@ describe('the internal contract: attempt gating, idempotent events, cancel', () 
     expect((await task(running)).status).toBe('canceled');
     expect((await task(queued)).attempts).toEqual([]); // it never started
   });
+
+  it('batched fetch and completion answer each item in its place, and refuse a bad batch whole', async () => {
+    const [a, b, c] = [await trigger(), await trigger(), await trigger()];
+    for (const id of [a, b, c]) await started(id);
+    const bToken = (await fetchTask(b)).body.attempt_token; // b is already bound
+    const unknown = '00000000-0000-4000-8000-000000000000';
+    const fetched = await call(url, 'POST', '/internal/task-fetch-batch', { token: platform, body: { task_ids: [a, b, unknown, c] } });
+    expect(fetched.status).toBe(200);
+    const [fa, fb, fu, fc] = fetched.body.tasks;
+    expect(fa).toMatchObject({ status: 'Ready', task_id: a, attempt: 1 });
+    expect(fb).toMatchObject({ task_id: b, status_code: 409, error: { code: 'stale_attempt' } });
+    expect(fb.error.message).toContain('already fetched');
+    expect(fu).toMatchObject({ task_id: unknown, status_code: 404, error: { code: 'task_not_found' } });
+    expect(fc).toMatchObject({ status: 'Ready', task_id: c });
+    expect(new Set([fa.attempt_token, fc.attempt_token, bToken]).size).toBe(3);
+    // Bound once: a second batch fetch of the same tasks is refused for each.
+    const again = await call(url, 'POST', '/internal/task-fetch-batch', { token: platform, body: { task_ids: [a, c] } });
+    expect(again.body.tasks.map((t: { error: { code: string } }) => t.error.code)).toEqual(['stale_attempt', 'stale_attempt']);
+
+    // Refused whole, naming the field: user token, attempt token, bad ids, duplicates, too many.
+    expect((await call(url, 'POST', '/internal/task-fetch-batch', { token: TOKEN, body: { task_ids: [a] } })).status).toBe(401);
+    expect((await call(url, 'POST', '/internal/task-complete-batch', { token: bToken, body: { completions: [] } })).status).toBe(401);
+    const badIds = await call(url, 'POST', '/internal/task-fetch-batch', { token: platform, body: { task_ids: [a, 'nope'] } });
+    expect(badIds.status).toBe(400);
+    expect(badIds.body.error.details).toEqual([{ field: 'task_ids[1]', reason: 'must be a UUID' }]);
+    const tooMany = await call(url, 'POST', '/internal/task-fetch-batch', { token: platform, body: { task_ids: Array.from({ length: 101 }, () => unknown) } });
+    expect(tooMany.status).toBe(400);
+    const badBatch = await call(url, 'POST', '/internal/task-complete-batch', {
+      token: platform,
+      body: { completions: [{ attempt_token: fa.attempt_token, status: 'succeeded' }, { attempt_token: fa.attempt_token, status: 'done', extra: 1 }, { attempt_token: fc.attempt_token, status: 'succeeded', events: [{ output: 0 }] }] },
+    });
+    expect(badBatch.status).toBe(400);
+    expect(badBatch.body.error.details.map((d: { field: string }) => d.field)).toEqual(['completions[1].extra', 'completions[1].attempt_token', 'completions[1].status', 'completions[2].events[0]']);
+    expect((await task(a)).status).toBe('running'); // nothing of the refused batch was applied
+
+    // One call: a succeeds plainly, b fails (queued for retry), c succeeds with final events, a forged token is refused.
+    const done = await call(url, 'POST', '/internal/task-complete-batch', {
+      token: platform,
+      body: {
+        completions: [
+          { attempt_token: fa.attempt_token, status: 'succeeded' },
+          { attempt_token: bToken, status: 'failed', error: 'boom' },
+          { attempt_token: fc.attempt_token, status: 'succeeded', events: [range(0), range(1000)] },
+          { attempt_token: 'tra_forged', status: 'succeeded' },
+        ],
+      },
+    });
+    expect(done.status).toBe(200);
+    expect(done.body.results).toEqual([
+      { status: 'succeeded', accepted: 0 },
+      { status: 'queued', accepted: 0 },
+      { status: 'succeeded', accepted: 2 },
+      { status_code: 401, error: { code: 'unauthenticated', message: 'attempt token is unknown' } },
+    ]);
+    expect((await task(a)).status).toBe('succeeded');
+    expect((await task(b)).attempts[0]).toMatchObject({ outcome: 'failed', error: 'boom' });
+    expect((await task(c)).events).toHaveLength(2);
+    // Completed once: the same completions again are each refused as stale.
+    const twice = await call(url, 'POST', '/internal/task-complete-batch', { token: platform, body: { completions: [{ attempt_token: fa.attempt_token, status: 'succeeded' }] } });
+    expect(twice.body.results[0]).toMatchObject({ status_code: 409, error: { code: 'stale_attempt' } });
+  });
 });

@@ -19,7 +19,9 @@ export function dataSourceOptions(target: DatabaseTarget, poolSize: number): Dat
     migrations: MIGRATIONS,
     migrationsTableName: MIGRATIONS_TABLE,
     migrationsTransactionMode: 'each',
-    extra: { max: Math.max(poolSize, 2), application_name: 'trace' },
+    // Generic plans for named statements (common/db/sql.ts `prepared`): planned once per
+    // connection. Unnamed statements, everything else, are planned per call as usual.
+    extra: { max: Math.max(poolSize, 2), application_name: 'trace', options: '-c plan_cache_mode=force_generic_plan' },
     logging: false,
   };
 }

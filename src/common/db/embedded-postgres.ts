@@ -24,6 +24,8 @@ export interface EmbeddedPostgresOptions {
   logger: JsonLogger;
   database?: string;
   startTimeoutMs?: number;
+  /** Extra server settings (`-c name=value`), e.g. for a benchmark that loads pg_stat_statements. */
+  settings?: Record<string, string>;
 }
 
 const SUPERUSER = 'trace';
@@ -169,7 +171,8 @@ export class EmbeddedPostgres {
     const { postgres } = this.binaries();
     const child = spawn(
       postgres,
-      ['-D', this.clusterDir, '-k', this.clusterDir, '-p', String(SOCKET_PORT), '-c', 'listen_addresses=', '-c', 'max_connections=200'],
+      ['-D', this.clusterDir, '-k', this.clusterDir, '-p', String(SOCKET_PORT), '-c', 'listen_addresses=', '-c', 'max_connections=200',
+        ...Object.entries(this.options.settings ?? {}).flatMap(([name, value]) => ['-c', `${name}=${value}`])],
       { ...(ids ?? {}), env: minimalEnv(), stdio: ['ignore', 'pipe', 'pipe'] },
     );
     this.child = child;

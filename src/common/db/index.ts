@@ -3,6 +3,6 @@ export { createDataSource, dataSourceOptions, MIGRATIONS_TABLE } from './data-so
 export { runMigrationsLocked } from './migrate';
 export { openSystemDatabase, parseDatabaseUrl, type DatabaseTarget, type SystemDatabase } from './system-database';
 export { EmbeddedPostgres, type SocketTarget } from './embedded-postgres';
-export { sql, sqlOne, type Queryable } from './sql';
+export { prepared, sql, sqlOne, type Queryable } from './sql';
 export { DATABASE_TARGET } from './database.module';
 export { PgListener } from './pg-listener';

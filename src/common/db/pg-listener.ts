@@ -15,14 +15,14 @@ export class PgListener {
   constructor(
     private readonly target: DatabaseTarget,
     private readonly channels: string[],
-    private readonly onNotify: (channel: string) => void,
+    private readonly onNotify: (channel: string, payload: string) => void,
     private readonly logger: JsonLogger,
   ) {}
 
   async start(): Promise<void> {
     if (this.closed) return;
     const client = new Client({ host: this.target.host, port: this.target.port, user: this.target.user, password: this.target.password, database: this.target.database, ssl: this.target.ssl as ConnectionOptions | boolean | undefined });
-    client.on('notification', (n) => this.onNotify(n.channel));
+    client.on('notification', (n) => this.onNotify(n.channel, n.payload ?? ''));
     client.on('error', (err) => {
       this.logger.event('warn', 'PgListener', 'listen connection lost; reconnecting', { error: err.message });
       this.reconnect();

@@ -1,4 +1,4 @@
-import type { DataSource, EntityManager } from 'typeorm';
+import { DataSource, type EntityManager } from 'typeorm';
 
 export type Queryable = DataSource | EntityManager;
 
@@ -17,4 +17,25 @@ export async function sql<T>(db: Queryable, text: string, params: unknown[] = []
 /** The first row, or undefined. */
 export async function sqlOne<T>(db: Queryable, text: string, params: unknown[] = []): Promise<T | undefined> {
   return (await sql<T>(db, text, params))[0];
+}
+
+interface PgQueryable {
+  query(config: { name: string; text: string; values: unknown[] }): Promise<{ rows: unknown[] }>;
+}
+
+/**
+ * A named (server-side prepared) statement for the task path's hot statements: Postgres parses
+ * and plans it once per connection instead of on every call — for the task path's larger
+ * statements planning cost more than executing (docs/benchmarks.md). Runs on the transaction's
+ * connection inside a transaction, on the pool otherwise.
+ */
+export async function prepared<T>(db: Queryable, name: string, text: string, params: unknown[] = []): Promise<T[]> {
+  const client = (
+    db instanceof DataSource
+      ? (db.driver as unknown as { master: PgQueryable }).master
+      : (db.queryRunner as unknown as { databaseConnection?: PgQueryable } | undefined)?.databaseConnection
+  );
+  if (!client) return sql<T>(db, text, params);
+  const result = await client.query({ name, text, values: params });
+  return result.rows as T[];
 }

@@ -1,7 +1,7 @@
 import { HttpStatus, Injectable } from '@nestjs/common';
 import { randomBytes } from 'node:crypto';
 import { DataSource, EntityManager } from 'typeorm';
-import { sql, sqlOne, type Queryable } from '../../common/db';
+import { prepared, sql, sqlOne, type Queryable } from '../../common/db';
 import { notFound, TraceError, unauthorized } from '../../common/errors';
 import { hashToken } from '../../common/identity';
 import { SecretCipher } from '../../common/keys/secret-cipher';
@@ -12,6 +12,13 @@ import type { EmittedEvent, EventRef, OutputRef, TaskPayload } from './task-payl
 export const ATTEMPT_TOKEN_PREFIX = 'tra_';
 
 export type Outcome = 'succeeded' | 'failed' | 'canceled';
+
+export interface Completion {
+  token: string;
+  outcome: Outcome;
+  events: EmittedEvent[];
+  error?: string;
+}
 
 interface AttemptRow {
   task_id: string;
@@ -26,6 +33,29 @@ interface AttemptRow {
   dag_version_id: string;
   job_name: string;
 }
+
+/** What a payload is built from, read in the statement that binds the attempt (aliases t, g, v, a). */
+interface PayloadRow {
+  id: string; attempt: number; cancel_requested: boolean; org_id: string; dag_id: string; dag_name: string; version: number; version_id: string;
+  job_name: string; input_index: number | null; deadline_at: Date; pool_slot: number | null; pool_name: string | null;
+  event: EventRef | null; outputs: (Omit<OutputRef, 'index'> & { key: string })[];
+}
+
+const PAYLOAD_COLUMNS = `
+  t.id, t.attempt, t.cancel_requested, t.org_id, t.dag_id, g.name AS dag_name, v.number AS version, v.id AS version_id,
+  t.job_name, t.input_index, a.deadline_at, a.pool_slot,
+  (SELECT l.pool_name FROM worker_slot_leases l WHERE l.task_id = t.id) AS pool_name,
+  (SELECT row_to_json(ev) FROM (
+     SELECT e.id::text AS id, e.dataset_uuid, e.dataset_version, dv.location, e.kind, e.partition_key,
+            e.range_start::text AS start, e.range_end::text AS "end", e.cursor, e.payload
+       FROM events e JOIN dataset_versions dv ON dv.dataset_version = e.dataset_version WHERE e.id = t.event_id) ev) AS event,
+  (SELECT coalesce(json_agg(json_build_object(
+             'key', d.job_name || '#' || d.output_index, 'dataset_uuid', d.dataset_uuid, 'dataset_version', p.dataset_version,
+             'location', dv.location, 'backend', d.backend, 'update_strategy', d.update_strategy, 'unique_key', d.unique_key)), '[]')
+     FROM datasets d
+     LEFT JOIN dag_dataset_pointers p ON p.dag_id = d.dag_id AND p.dataset_uuid = d.dataset_uuid
+     LEFT JOIN dataset_versions dv ON dv.dataset_version = p.dataset_version
+    WHERE d.dag_id = t.dag_id) AS outputs`;
 
 const stale = (message: string) => new TraceError(HttpStatus.CONFLICT, 'stale_attempt', message);
 
@@ -53,29 +83,56 @@ export class AttemptsService {
    * refused, so one attempt runs once.
    */
   async fetch(taskId: string, wrapperNode: string | undefined): Promise<TaskPayload> {
-    // One transaction: if the payload cannot be built (a secret was deleted), the attempt stays unbound.
-    return this.db.transaction((tx) => this.bindAndBuild(tx, taskId, wrapperNode));
+    const [result] = await this.fetchMany([taskId], wrapperNode);
+    if ('error' in result!) throw result.error;
+    return result!;
   }
 
-  private async bindAndBuild(tx: EntityManager, taskId: string, wrapperNode: string | undefined): Promise<TaskPayload> {
-    const token = ATTEMPT_TOKEN_PREFIX + randomBytes(32).toString('base64url');
-    const bound = await sqlOne<{ status: string; attempt: number; bound: boolean }>(
-      tx,
-      `WITH t AS (SELECT id, attempt, status FROM tasks WHERE id = $1 FOR UPDATE),
-            b AS (UPDATE task_attempts a SET token_hash = $2, wrapper_node = $3
-                    FROM t WHERE a.task_id = t.id AND a.attempt = t.attempt AND t.status = 'running' AND a.token_hash IS NULL
-                  RETURNING a.task_id, a.attempt),
-            -- The attempt is bound: its outbox row (local transport) is spent with it.
-            q AS (DELETE FROM dispatch_queue d USING b WHERE d.task_id = b.task_id AND d.attempt = b.attempt)
-       SELECT t.status, t.attempt, EXISTS (SELECT 1 FROM b) AS bound FROM t`,
-      [taskId, hashToken(token), wrapperNode ?? null],
+  /**
+   * Binds several attempts at once (a wrapper that received several messages) in one statement,
+   * whatever the count: lock the tasks, bind the current attempt of each running one not yet
+   * fetched, spend its outbox row, and read what its payload needs. A task that cannot be bound
+   * (not running, already fetched) gets its error in its place; the others are not held back.
+   */
+  async fetchMany(taskIds: string[], wrapperNode: string | undefined): Promise<({ error: TraceError; task_id: string } | TaskPayload)[]> {
+    const ids = [...new Set(taskIds)];
+    const tokens = ids.map(() => ATTEMPT_TOKEN_PREFIX + randomBytes(32).toString('base64url'));
+    const rows = await prepared<PayloadRow & { status: string; bound: boolean }>(
+      this.db,
+      'trace_task_fetch',
+      `WITH x AS (SELECT * FROM unnest($1::uuid[], $2::bytea[]) AS x(task_id, token_hash)),
+            t AS (SELECT t.* FROM tasks t JOIN x ON x.task_id = t.id ORDER BY t.id FOR UPDATE OF t),
+            b AS (UPDATE task_attempts a SET token_hash = x.token_hash, wrapper_node = $3
+                    FROM t JOIN x ON x.task_id = t.id
+                   WHERE a.task_id = t.id AND a.attempt = t.attempt AND t.status = 'running' AND a.token_hash IS NULL
+                  RETURNING a.task_id),
+            -- The attempts are bound: their outbox rows (local transport) are spent with them.
+            q AS (DELETE FROM dispatch_queue d USING b, t WHERE d.task_id = b.task_id AND t.id = b.task_id AND d.attempt = t.attempt)
+       SELECT t.status, b.task_id IS NOT NULL AS bound, ${PAYLOAD_COLUMNS}
+         FROM t LEFT JOIN b ON b.task_id = t.id
+         JOIN dags g ON g.id = t.dag_id JOIN dag_versions v ON v.id = t.dag_version_id
+         LEFT JOIN task_attempts a ON a.task_id = t.id AND a.attempt = t.attempt`,
+      [ids, tokens.map(hashToken), wrapperNode ?? null],
     );
-    if (!bound) throw notFound('task_not_found', `no task ${taskId}`);
-    if (!bound.bound) {
-      if (bound.status !== 'running') throw stale(`task ${taskId} is ${bound.status}; there is no attempt to run`);
-      throw stale(`attempt ${bound.attempt} of task ${taskId} was already fetched by another wrapper`);
+    const byId = new Map<string, { error: TraceError; task_id: string } | TaskPayload>();
+    for (const id of ids) byId.set(id, { task_id: id, error: notFound('task_not_found', `no task ${id}`) });
+    for (const row of rows) {
+      if (!row.bound) {
+        const error = row.status !== 'running' ? stale(`task ${row.id} is ${row.status}; there is no attempt to run`) : stale(`attempt ${row.attempt} of task ${row.id} was already fetched by another wrapper`);
+        byId.set(row.id, { task_id: row.id, error });
+        continue;
+      }
+      const payload = await this.buildPayload(this.db, row);
+      if (payload instanceof TraceError) {
+        // The payload cannot be built (a secret was deleted): the attempt goes back to unbound, as
+        // if never fetched; the reaper retries it at its deadline.
+        await this.db.query(`UPDATE task_attempts SET token_hash = NULL, wrapper_node = NULL WHERE task_id = $1 AND attempt = $2`, [row.id, row.attempt]);
+        byId.set(row.id, { task_id: row.id, error: payload });
+        continue;
+      }
+      byId.set(row.id, { ...payload, attempt_token: tokens[ids.indexOf(row.id)]! });
     }
-    return this.payload(tx, taskId, token);
+    return taskIds.map((id) => byId.get(id)!);
   }
 
   /** Mid-task events: accepted only from the current, unfinished attempt of a running task. */
@@ -96,13 +153,48 @@ export class AttemptsService {
    */
   async complete(token: string, outcome: Outcome, finalEvents: EmittedEvent[], error?: string): Promise<{ status: string; accepted: number }> {
     if (!token.startsWith(ATTEMPT_TOKEN_PREFIX)) throw unauthorized('an attempt token (tra_...) is required on this endpoint');
-    if (outcome !== 'succeeded' || finalEvents.length === 0) return { ...(await this.finish(this.db, token, outcome, error)), accepted: 0 };
+    if (outcome !== 'succeeded' || finalEvents.length === 0) {
+      const [result] = await this.finish(this.db, [{ token, outcome, error }]);
+      if (result instanceof TraceError) throw result;
+      return { ...result!, accepted: 0 };
+    }
     return this.db.transaction(async (tx) => {
       const a = await this.attemptFor(tx, token);
       this.assertCompletable(a);
       const accepted = await ingestEvents(tx, await this.producer(tx, a), finalEvents);
-      return { ...(await this.finish(tx, token, outcome, error)), accepted };
+      const [result] = await this.finish(tx, [{ token, outcome, error }]);
+      if (result instanceof TraceError) throw result;
+      return { ...result!, accepted };
     });
+  }
+
+  /**
+   * Several completions at once (a wrapper whose operators finished together). Completions
+   * without final events share one statement; each one with final events gets its own
+   * transaction, so events and completion stay atomic per task. Each result stands in its place.
+   */
+  async completeMany(items: Completion[]): Promise<({ status: string; accepted: number } | { error: TraceError })[]> {
+    const results: ({ status: string; accepted: number } | { error: TraceError })[] = new Array(items.length);
+    const plain: number[] = [];
+    for (const [i, c] of items.entries()) {
+      if (!c.token.startsWith(ATTEMPT_TOKEN_PREFIX)) results[i] = { error: unauthorized('an attempt token (tra_...) is required for each completion') };
+      else if (c.outcome !== 'succeeded' || c.events.length === 0) plain.push(i);
+    }
+    const finished = await this.finish(this.db, plain.map((i) => items[i]!));
+    plain.forEach((i, k) => {
+      const r = finished[k]!;
+      results[i] = r instanceof TraceError ? { error: r } : { ...r, accepted: 0 };
+    });
+    for (const [i, c] of items.entries()) {
+      if (results[i]) continue;
+      try {
+        results[i] = await this.complete(c.token, c.outcome, c.events, c.error);
+      } catch (err) {
+        if (!(err instanceof TraceError)) throw err;
+        results[i] = { error: err };
+      }
+    }
+    return results;
   }
 
   /** For the wrapper's poll while an operator runs: may this attempt still complete, and is cancel requested? */
@@ -112,48 +204,60 @@ export class AttemptsService {
   }
 
   /**
-   * The gated state change, in one statement: the task moves on (queued for a retry, or its final
-   * status), the attempt is closed, its slot released, and the metering loop woken.
+   * The gated state change, in one statement for any number of attempts: each task moves on
+   * (queued for a retry, or its final status), its attempt is closed, its slot released, and the
+   * metering loop is told which jobs have room again.
    */
-  private async finish(db: Queryable, token: string, outcome: Outcome, error: string | undefined): Promise<{ status: string }> {
-    const row = await sqlOne<{ task_id: string; attempt: number; task_attempt: number; task_status: string; prior_outcome: string | null; new_status: string | null }>(
+  private async finish(db: Queryable, items: Pick<Completion, 'token' | 'outcome' | 'error'>[]): Promise<({ status: string } | TraceError)[]> {
+    if (items.length === 0) return [];
+    const hashes = items.map((c) => hashToken(c.token));
+    const rows = await prepared<{ token_hash: Buffer; task_id: string; attempt: number; task_attempt: number; task_status: string; prior_outcome: string | null; new_status: string | null }>(
       db,
-      `WITH a AS (
-         SELECT a.task_id, a.attempt, a.outcome AS prior_outcome, t.attempt AS task_attempt, t.status AS task_status,
-                t.cancel_requested, t.max_attempts
-           FROM task_attempts a JOIN tasks t ON t.id = a.task_id
-          WHERE a.token_hash = $1
+      'trace_task_finish',
+      `WITH x AS (
+         SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[]) AS x(token_hash, outcome, error)
+       ), a AS (
+         SELECT x.token_hash, x.outcome, x.error, a.task_id, a.attempt, a.outcome AS prior_outcome, t.attempt AS task_attempt,
+                t.status AS task_status, t.cancel_requested, t.max_attempts, t.dag_id, t.job_name
+           FROM x JOIN task_attempts a ON a.token_hash = x.token_hash JOIN tasks t ON t.id = a.task_id
+          ORDER BY t.id
           FOR UPDATE OF t
        ), d AS (
-         SELECT a.*, CASE WHEN $2 = 'failed' AND NOT a.cancel_requested AND a.attempt < a.max_attempts THEN 'queued'
-                          WHEN a.cancel_requested AND $2 <> 'succeeded' THEN 'canceled'
-                          ELSE $2 END AS next
+         SELECT a.*, CASE WHEN a.outcome = 'failed' AND NOT a.cancel_requested AND a.attempt < a.max_attempts THEN 'queued'
+                          WHEN a.cancel_requested AND a.outcome <> 'succeeded' THEN 'canceled'
+                          ELSE a.outcome END AS next
            FROM a
           WHERE a.task_attempt = a.attempt AND a.task_status IN ('running', 'queued') AND (a.prior_outcome IS NULL OR a.prior_outcome = 'timed_out')
        ), t AS (
-         UPDATE tasks SET status = d.next, updated_at = now(), error = $3,
+         UPDATE tasks SET status = d.next, updated_at = now(), error = d.error,
                 finished_at = CASE WHEN d.next = 'queued' THEN NULL ELSE now() END,
                 run_after = CASE WHEN d.next = 'queued' THEN now() + make_interval(secs => least(60, 2 ^ d.attempt)) ELSE tasks.run_after END
            FROM d WHERE tasks.id = d.task_id
-         RETURNING tasks.status
-       ), x AS (
+         RETURNING tasks.id, tasks.status
+       ), u AS (
          UPDATE task_attempts SET finished_at = coalesce(task_attempts.finished_at, now()),
-                outcome = $2, -- a late completion replaces timed_out, so the attempt cannot complete twice
-                error = coalesce(task_attempts.error, $3)
+                outcome = d.outcome, -- a late completion replaces timed_out, so the attempt cannot complete twice
+                error = coalesce(task_attempts.error, d.error)
            FROM d WHERE task_attempts.task_id = d.task_id AND task_attempts.attempt = d.attempt
        ), l AS (
          DELETE FROM worker_slot_leases USING d WHERE worker_slot_leases.task_id = d.task_id
+       ), n AS (
+         SELECT pg_notify('trace_tasks', k) FROM (SELECT DISTINCT d.dag_id || ' ' || d.job_name AS k FROM d) j
        )
-       SELECT a.task_id, a.attempt, a.task_attempt, a.task_status, a.prior_outcome,
-              (SELECT status FROM t) AS new_status, pg_notify('trace_tasks', '') IS NULL AS notified
+       SELECT a.token_hash, a.task_id, a.attempt, a.task_attempt, a.task_status, a.prior_outcome,
+              (SELECT t.status FROM t WHERE t.id = a.task_id) AS new_status, (SELECT count(*) FROM n) AS notified
          FROM a`,
-      [hashToken(token), outcome, error ?? null],
+      [hashes, items.map((c) => c.outcome), items.map((c) => c.error ?? null)],
     );
-    if (!row) throw unauthorized('attempt token is unknown');
-    if (row.new_status) return { status: row.new_status };
-    if (row.task_attempt !== row.attempt) throw stale(`attempt ${row.attempt} of task ${row.task_id} was superseded by attempt ${row.task_attempt}`);
-    if (!['running', 'queued'].includes(row.task_status)) throw stale(`task ${row.task_id} is already ${row.task_status}`);
-    throw stale(`attempt ${row.attempt} of task ${row.task_id} already completed (${row.prior_outcome})`);
+    const byHash = new Map(rows.map((r) => [r.token_hash.toString('hex'), r]));
+    return hashes.map((h) => {
+      const row = byHash.get(h.toString('hex'));
+      if (!row) return unauthorized('attempt token is unknown');
+      if (row.new_status) return { status: row.new_status };
+      if (row.task_attempt !== row.attempt) return stale(`attempt ${row.attempt} of task ${row.task_id} was superseded by attempt ${row.task_attempt}`);
+      if (!['running', 'queued'].includes(row.task_status)) return stale(`task ${row.task_id} is already ${row.task_status}`);
+      return stale(`attempt ${row.attempt} of task ${row.task_id} already completed (${row.prior_outcome})`);
+    });
   }
 
   private assertCompletable(a: AttemptRow): void {
@@ -189,33 +293,8 @@ export class AttemptsService {
     return { taskId: a.task_id, attempt: a.attempt, orgId: a.org_id, dagId: a.dag_id, jobName: a.job_name, outputs: keys.map((k) => byKey.get(k) ?? '') };
   }
 
-  /** The full payload in one query (plus secrets for a pool slot); also what a Lambda is invoked with. */
-  async payload(db: Queryable, taskId: string, token: string): Promise<TaskPayload> {
-    const t = (await sqlOne<{
-      id: string; attempt: number; cancel_requested: boolean; org_id: string; dag_id: string; dag_name: string; version: number; version_id: string;
-      job_name: string; input_index: number | null; deadline_at: Date; pool_slot: number | null; pool_name: string | null;
-      event: EventRef | null; outputs: (Omit<OutputRef, 'index'> & { key: string })[];
-    }>(
-      db,
-      `SELECT t.id, t.attempt, t.cancel_requested, t.org_id, t.dag_id, g.name AS dag_name, v.number AS version, v.id AS version_id,
-              t.job_name, t.input_index, a.deadline_at, a.pool_slot,
-              (SELECT l.pool_name FROM worker_slot_leases l WHERE l.task_id = t.id) AS pool_name,
-              (SELECT row_to_json(ev) FROM (
-                 SELECT e.id::text AS id, e.dataset_uuid, e.dataset_version, dv.location, e.kind, e.partition_key,
-                        e.range_start::text AS start, e.range_end::text AS "end", e.cursor, e.payload
-                   FROM events e JOIN dataset_versions dv ON dv.dataset_version = e.dataset_version WHERE e.id = t.event_id) ev) AS event,
-              (SELECT coalesce(json_agg(json_build_object(
-                         'key', d.job_name || '#' || d.output_index, 'dataset_uuid', d.dataset_uuid, 'dataset_version', p.dataset_version,
-                         'location', dv.location, 'backend', d.backend, 'update_strategy', d.update_strategy, 'unique_key', d.unique_key)), '[]')
-                 FROM datasets d
-                 LEFT JOIN dag_dataset_pointers p ON p.dag_id = d.dag_id AND p.dataset_uuid = d.dataset_uuid
-                 LEFT JOIN dataset_versions dv ON dv.dataset_version = p.dataset_version
-                WHERE d.dag_id = t.dag_id) AS outputs
-         FROM tasks t JOIN dags g ON g.id = t.dag_id JOIN dag_versions v ON v.id = t.dag_version_id
-         JOIN task_attempts a ON a.task_id = t.id AND a.attempt = t.attempt
-        WHERE t.id = $1`,
-      [taskId],
-    ))!;
+  /** A payload (without the attempt token) from its row: the job from the cached spec, secrets for a pool slot. */
+  private async buildPayload(db: Queryable, t: PayloadRow): Promise<Omit<TaskPayload, 'attempt_token'> | TraceError> {
     const spec = await this.specs.get(db, t.version_id);
     const job = spec.jobs.find((j) => j.name === t.job_name)!;
     const datasets = new Map(t.outputs.map((o) => [o.key, o]));
@@ -223,11 +302,19 @@ export class AttemptsService {
       const { key: _key, ...o } = datasets.get(key)!;
       return { index, ...o };
     });
+    let slot: TaskPayload['slot'] = null;
+    if (t.pool_name !== null && t.pool_slot !== null) {
+      try {
+        slot = await this.slot(db, t.org_id, t.dag_id, t.pool_name, t.pool_slot);
+      } catch (err) {
+        if (err instanceof TraceError) return err;
+        throw err;
+      }
+    }
     return {
       status: t.cancel_requested ? 'Canceled' : 'Ready',
       task_id: t.id,
       attempt: t.attempt,
-      attempt_token: token,
       deadline_at: new Date(t.deadline_at).toISOString(),
       org_id: t.org_id,
       dag: { name: t.dag_name, version: t.version },
@@ -235,7 +322,7 @@ export class AttemptsService {
       input: t.event && t.input_index !== null ? { input_index: t.input_index, event: t.event } : null,
       outputs,
       idempotency: { producer_task_id: t.id, attempt: t.attempt },
-      slot: t.pool_name !== null && t.pool_slot !== null ? await this.slot(db, t.org_id, t.dag_id, t.pool_name, t.pool_slot) : null,
+      slot,
     };
   }
 

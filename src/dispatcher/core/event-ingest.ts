@@ -58,7 +58,8 @@ export async function ingestEvents(tx: EntityManager, producer: Producer, events
   );
   if (inserted.length === 0) return 0;
   await tx.query(
-    `INSERT INTO tasks (org_id, dag_id, dag_version_id, job_name, event_id, input_index, max_attempts, timeout_seconds)
+    `WITH ins AS (
+     INSERT INTO tasks (org_id, dag_id, dag_version_id, job_name, event_id, input_index, max_attempts, timeout_seconds)
      SELECT g.org_id, c.dag_id, g.active_version_id, c.job_name, e.id, c.input_index,
             coalesce((j.value->>'max_attempts')::int, 3), coalesce((j.value->>'timeout_seconds')::int, 900)
        FROM unnest($1::bigint[], $2::uuid[]) AS e(id, dataset_uuid)
@@ -67,10 +68,13 @@ export async function ingestEvents(tx: EntityManager, producer: Producer, events
        JOIN dag_versions v ON v.id = g.active_version_id
        CROSS JOIN LATERAL jsonb_array_elements(v.spec->'jobs') j
       WHERE j.value->>'name' = c.job_name
-     ON CONFLICT (event_id, dag_id, job_name, input_index) WHERE event_id IS NOT NULL DO NOTHING`,
+     ON CONFLICT (event_id, dag_id, job_name, input_index) WHERE event_id IS NOT NULL DO NOTHING
+     RETURNING dag_id, job_name
+     )
+     -- Tell metering which jobs have new work (docs/architecture/contracts.md, "Wake-ups").
+     SELECT pg_notify('trace_tasks', k) FROM (SELECT DISTINCT dag_id || ' ' || job_name AS k FROM ins) j`,
     [inserted.map((r) => r.id), inserted.map((r) => r.dataset_uuid)],
   );
-  await tx.query(`SELECT pg_notify('trace_tasks', '')`);
   return inserted.length;
 }
 

@@ -1,9 +1,11 @@
 import { Injectable } from '@nestjs/common';
 import { DataSource, EntityManager } from 'typeorm';
-import { sql, sqlOne } from '../../common/db';
+import { prepared, sql } from '../../common/db';
 import { SpecCache } from './spec-cache';
 
-interface JobKey {
+const JOBS_PER_PASS = 500;
+
+export interface JobKey {
   dag_id: string;
   job_name: string;
 }
@@ -24,11 +26,31 @@ export class TaskStarter {
    * One pass over every job with startable work. Returns how many attempts it started, and the
    * `runtime: lambda` tasks among them, which the dispatcher invokes itself (they skip the transport).
    */
-  async startReady(): Promise<{ started: number; lambda: string[] }> {
+  async startReady(): Promise<{ started: number; lambda: string[]; more: boolean }> {
+    // The jobs with queued work, found by a skip scan over tasks_queued_order_idx: one index probe
+    // per job, however long the backlog (a DISTINCT would read every queued task).
     const jobs = await sql<JobKey>(
       this.db,
-      `SELECT DISTINCT dag_id, job_name FROM tasks WHERE status = 'queued' AND run_after <= now() LIMIT 500`,
+      `WITH RECURSIVE j AS (
+         (SELECT dag_id, job_name FROM tasks WHERE status = 'queued' ORDER BY dag_id, job_name LIMIT 1)
+         UNION ALL
+         SELECT n.dag_id, n.job_name FROM j, LATERAL (
+           SELECT dag_id, job_name FROM tasks
+            WHERE status = 'queued' AND (dag_id, job_name) > (j.dag_id, j.job_name)
+            ORDER BY dag_id, job_name LIMIT 1) n
+       )
+       SELECT dag_id, job_name FROM j
+        WHERE EXISTS (SELECT 1 FROM tasks t WHERE t.dag_id = j.dag_id AND t.job_name = j.job_name AND t.status = 'queued' AND t.run_after <= now())
+        LIMIT $1`,
+      [JOBS_PER_PASS],
     );
+    // A pass fills each job it visits up to its capacity, so another pass can only start more
+    // when this one did not visit every job (a completion meanwhile wakes the loop anyway).
+    return { ...(await this.startJobs(jobs)), more: jobs.length === JOBS_PER_PASS };
+  }
+
+  /** Meters the given jobs only: those a NOTIFY named (new tasks, or a finished one freed capacity). */
+  async startJobs(jobs: JobKey[]): Promise<{ started: number; lambda: string[] }> {
     let started = 0;
     const lambda: string[] = [];
     for (const job of jobs) {
@@ -40,10 +62,11 @@ export class TaskStarter {
   }
 
   private async startForJob(tx: EntityManager, { dag_id, job_name }: JobKey): Promise<{ ids: string[]; lambda: boolean }> {
-    await tx.query(`SELECT pg_advisory_xact_lock(hashtext($1))`, [`job:${dag_id}:${job_name}`]);
+    await prepared(tx, 'trace_meter_lock', `SELECT pg_advisory_xact_lock(hashtext($1))`, [`job:${dag_id}:${job_name}`]);
     // Execution settings come from the active version: they apply at once to queued work.
-    const active = await sqlOne<{ version_id: string | null; running: number }>(
+    const [active] = await prepared<{ version_id: string | null; running: number }>(
       tx,
+      'trace_meter_running',
       `SELECT g.active_version_id AS version_id,
               (SELECT count(*)::int FROM tasks WHERE dag_id = $1 AND job_name = $2 AND status = 'running') AS running
          FROM dags g WHERE g.id = $1`,
@@ -83,8 +106,9 @@ export class TaskStarter {
 
     if (!pool) {
       // One statement: start the attempts and put them on the outbox (wrappers) — or not (Lambda).
-      const ids = await sql<{ id: string }>(
+      const ids = await prepared<{ id: string }>(
         tx,
+        'trace_meter_start',
         `WITH s AS (
            UPDATE tasks SET status = 'running', attempt = attempt + 1, updated_at = now()
             WHERE id IN (SELECT id FROM tasks WHERE dag_id = $1 AND job_name = $2 AND status = 'queued' AND run_after <= now()
@@ -93,12 +117,13 @@ export class TaskStarter {
          ), a AS (
            INSERT INTO task_attempts (task_id, attempt, deadline_at) SELECT id, attempt, now() + make_interval(secs => $4) FROM s
          ), q AS (
-           INSERT INTO dispatch_queue (task_id, attempt) SELECT id, attempt FROM s WHERE NOT $5
+           INSERT INTO dispatch_queue (task_id, attempt) SELECT id, attempt FROM s WHERE NOT $5 RETURNING 1
+         ), n AS (
+           SELECT pg_notify('trace_dispatch', '') FROM (SELECT 1 FROM q LIMIT 1) z
          )
-         SELECT id FROM s`,
+         SELECT id, (SELECT count(*) FROM n) AS notified FROM s`,
         [dag_id, job_name, capacity, job.timeout_seconds, lambda],
       );
-      if (ids.length && !lambda) await tx.query(`SELECT pg_notify('trace_dispatch', '')`);
       return { ids: ids.map((r) => r.id), lambda };
     }
 

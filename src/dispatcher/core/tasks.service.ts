@@ -44,7 +44,7 @@ export class TasksService {
          VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id, status`,
         [principal.orgId, dag.id, dag.version_id, jobName, job.max_attempts, job.timeout_seconds, principal.userId],
       ))!;
-      await tx.query(`SELECT pg_notify('trace_tasks', '')`);
+      await tx.query(`SELECT pg_notify('trace_tasks', $1)`, [`${dag.id} ${jobName}`]);
       return { task_id: task.id, producer_task_id: task.id, status: task.status };
     });
   }

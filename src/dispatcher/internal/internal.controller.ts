@@ -3,8 +3,8 @@ import { ApiExcludeController } from '@nestjs/swagger';
 import { Allow, IsIn, IsOptional, IsString, IsUUID, MaxLength } from 'class-validator';
 import type { Request } from 'express';
 import { Public } from '../../common/auth';
-import { badRequest } from '../../common/errors';
-import { AttemptsService } from '../core/attempts.service';
+import { badRequest, TraceError } from '../../common/errors';
+import { ATTEMPT_TOKEN_PREFIX, AttemptsService, type Completion, type Outcome } from '../core/attempts.service';
 import { validateEmittedEvents } from '../core/event-validation';
 import { InternalAuthGuard, InternalRequest, PlatformCredential } from './internal-auth.guard';
 
@@ -31,6 +31,62 @@ export class CompleteBody {
   events?: unknown;
 }
 
+/** Per batch call: enough to amortise a round trip, small enough to keep a transaction short. */
+export const INTERNAL_BATCH_MAX = 100;
+
+export class TaskFetchBatchBody {
+  @Allow()
+  task_ids!: unknown;
+}
+
+export class CompleteBatchBody {
+  @Allow()
+  completions!: unknown;
+}
+
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+function taskIds(raw: unknown): string[] {
+  if (!Array.isArray(raw) || raw.length === 0 || raw.length > INTERNAL_BATCH_MAX) {
+    throw badRequest('validation_failed', `task_ids: must be an array of 1 to ${INTERNAL_BATCH_MAX} task ids`, [{ field: 'task_ids', reason: `must be an array of 1 to ${INTERNAL_BATCH_MAX} task ids` }]);
+  }
+  const violations = raw.flatMap((id, i) => (typeof id === 'string' && UUID_RE.test(id) ? [] : [{ field: `task_ids[${i}]`, reason: 'must be a UUID' }]));
+  if (violations.length) throw badRequest('validation_failed', `invalid task_ids: ${violations.map((v) => `${v.field}: ${v.reason}`).join('; ')}`, violations);
+  return raw as string[];
+}
+
+function completions(raw: unknown): Completion[] {
+  if (!Array.isArray(raw) || raw.length === 0 || raw.length > INTERNAL_BATCH_MAX) {
+    throw badRequest('validation_failed', `completions: must be an array of 1 to ${INTERNAL_BATCH_MAX} completions`, [{ field: 'completions', reason: `must be an array of 1 to ${INTERNAL_BATCH_MAX} completions` }]);
+  }
+  const violations: { field: string; reason: string }[] = [];
+  const seen = new Set<string>();
+  const out = raw.map((c: unknown, i): Completion => {
+    const at = `completions[${i}]`;
+    if (typeof c !== 'object' || c === null || Array.isArray(c)) {
+      violations.push({ field: at, reason: 'must be an object' });
+      return undefined as never;
+    }
+    const { attempt_token: token, status, error, events: evs, ...rest } = c as Record<string, unknown>;
+    for (const k of Object.keys(rest)) violations.push({ field: `${at}.${k}`, reason: 'is not a known field' });
+    if (typeof token !== 'string' || !token.startsWith(ATTEMPT_TOKEN_PREFIX)) violations.push({ field: `${at}.attempt_token`, reason: `must be an attempt token (${ATTEMPT_TOKEN_PREFIX}...)` });
+    else if (seen.has(token)) violations.push({ field: `${at}.attempt_token`, reason: 'completes an attempt already completed earlier in this batch' });
+    else seen.add(token);
+    if (!['succeeded', 'failed', 'canceled'].includes(status as string)) violations.push({ field: `${at}.status`, reason: 'must be succeeded, failed or canceled' });
+    if (error !== undefined && (typeof error !== 'string' || error.length > 4000)) violations.push({ field: `${at}.error`, reason: 'must be a string of at most 4000 characters' });
+    const parsed = validateEmittedEvents(evs, `${at}.events`);
+    violations.push(...parsed.violations);
+    return { token: token as string, outcome: status as Outcome, error: error as string | undefined, events: parsed.events };
+  });
+  if (violations.length) throw badRequest('validation_failed', `invalid completions: ${violations.map((v) => `${v.field}: ${v.reason}`).join('; ')}`, violations);
+  return out;
+}
+
+/** A batch answers each item in its place: the item's result, or its error in the one error shape. */
+function itemError(err: TraceError) {
+  return { status_code: err.status, error: { code: err.code, message: err.message } };
+}
+
 function events(raw: unknown) {
   const { events, violations } = validateEmittedEvents(raw);
   if (violations.length) throw badRequest('validation_failed', `invalid events: ${violations.map((v) => `${v.field}: ${v.reason}`).join('; ')}`, violations);
@@ -53,6 +109,27 @@ export class InternalController {
   fetch(@Query() q: TaskFetchQuery, @Headers('x-trace-node') node?: string) {
     const wrapperNode = node && /^[0-9a-f-]{36}$/.test(node) ? node : undefined;
     return this.attempts.fetch(q.task_id, wrapperNode);
+  }
+
+  /** Several task-fetches in one call (a wrapper that received several messages). */
+  @Post('task-fetch-batch')
+  @HttpCode(200)
+  @PlatformCredential()
+  fetchBatch(@Body() body: TaskFetchBatchBody, @Headers('x-trace-node') node?: string) {
+    const wrapperNode = node && /^[0-9a-f-]{36}$/.test(node) ? node : undefined;
+    return this.attempts.fetchMany(taskIds(body.task_ids), wrapperNode).then((results) => ({
+      tasks: results.map((r) => ('error' in r ? { task_id: r.task_id, ...itemError(r.error) } : r)),
+    }));
+  }
+
+  /** Several completions in one call; each carries its attempt token, the proof of which attempt it completes. */
+  @Post('task-complete-batch')
+  @HttpCode(200)
+  @PlatformCredential()
+  completeBatch(@Body() body: CompleteBatchBody) {
+    return this.attempts.completeMany(completions(body.completions)).then((results) => ({
+      results: results.map((r) => ('error' in r ? itemError(r.error) : r)),
+    }));
   }
 
   @Post('events')

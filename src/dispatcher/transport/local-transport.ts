@@ -1,5 +1,5 @@
 import type { DataSource } from 'typeorm';
-import { sql } from '../../common/db';
+import { prepared } from '../../common/db';
 import type { DispatchMessage, TaskTransport } from './task-transport';
 
 /** How long a claimed row stays invisible to other wrappers, like an SQS visibility timeout. */
@@ -23,8 +23,9 @@ export class LocalTransport implements TaskTransport {
   }
 
   async receive(max: number): Promise<DispatchMessage[]> {
-    const rows = await sql<{ task_id: string; attempt: number }>(
+    const rows = await prepared<{ task_id: string; attempt: number }>(
       this.db,
+      'trace_local_claim',
       `UPDATE dispatch_queue SET claimed_by = $2, claimed_at = now()
         WHERE (task_id, attempt) IN (
           SELECT task_id, attempt FROM dispatch_queue d
