@@ -27,28 +27,28 @@ export class TaskRunner {
     private readonly logger: JsonLogger,
   ) {}
 
-  async run(payload: TaskPayload): Promise<void> {
+  /**
+   * Resolves once the operator has finished (its concurrency slot is free again) with the
+   * completion still in flight: the wrapper takes its next task while the completion travels,
+   * and its drain waits for `completed`. `completed` never rejects; a refused completion is logged.
+   */
+  async run(payload: TaskPayload): Promise<{ completed: Promise<void> }> {
     const token = payload.attempt_token;
     const log = { task_id: payload.task_id, attempt: payload.attempt, job: payload.job.name };
-    if (payload.status === 'Canceled') {
-      await this.client.complete(token, 'canceled', []);
-      this.logger.event('info', 'Wrapper', 'task canceled before it ran', log);
-      return;
-    }
+    const complete = (outcome: 'succeeded' | 'failed' | 'canceled', events: EmittedEvent[], error: string | undefined, message: string) =>
+      this.client.complete(token, outcome, events, error).then(
+        () => this.logger.event(outcome === 'succeeded' ? 'info' : 'warn', 'Wrapper', message, { ...log, error }),
+        // A stale attempt's completion is refused by design; anything else is worth a warning.
+        (err: Error) => this.logger.event(err instanceof DispatcherCallError && err.code === 'stale_attempt' ? 'info' : 'warn', 'Wrapper', 'completion not accepted', { ...log, error: err.message }),
+      );
+    if (payload.status === 'Canceled') return { completed: complete('canceled', [], undefined, 'task canceled before it ran') };
     if (payload.job.operator !== 'user') {
       // Built-in operators run as trusted platform code; none ships in this build yet.
-      await this.client.complete(token, 'failed', [], `built-in operator "${payload.job.operator}" is not available in this build`);
-      return;
+      return { completed: complete('failed', [], `built-in operator "${payload.job.operator}" is not available in this build`, 'task failed') };
     }
     const result = await this.runUserCode(payload, token);
-    try {
-      if (result.outcome === 'stopped') return; // superseded: the newer attempt owns the task
-      await this.client.complete(token, result.outcome, result.outcome === 'succeeded' ? result.pending : [], result.error);
-      this.logger.event(result.outcome === 'succeeded' ? 'info' : 'warn', 'Wrapper', `task ${result.outcome}`, { ...log, error: result.error });
-    } catch (err) {
-      // A stale attempt's completion is refused by design; anything else is worth a warning.
-      this.logger.event(err instanceof DispatcherCallError && err.code === 'stale_attempt' ? 'info' : 'warn', 'Wrapper', 'completion not accepted', { ...log, error: (err as Error).message });
-    }
+    if (result.outcome === 'stopped') return { completed: Promise.resolve() }; // superseded: the newer attempt owns the task
+    return { completed: complete(result.outcome, result.outcome === 'succeeded' ? result.pending : [], result.error, `task ${result.outcome}`) };
   }
 
   private async runUserCode(

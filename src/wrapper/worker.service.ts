@@ -19,6 +19,8 @@ const RECEIVE_LOOP = 'wrapper.receive';
 @Injectable()
 export class WorkerService implements OnApplicationBootstrap, BeforeApplicationShutdown {
   private readonly running = new Set<Promise<void>>();
+  /** Completions in flight for operators that have finished. */
+  private readonly completing = new Set<Promise<void>>();
   private readonly listener?: PgListener;
   private client?: DispatcherClient;
   private runner?: TaskRunner;
@@ -55,6 +57,7 @@ export class WorkerService implements OnApplicationBootstrap, BeforeApplicationS
   async beforeApplicationShutdown(): Promise<void> {
     await this.listener?.stop();
     await Promise.all(this.running);
+    await Promise.all(this.completing);
     await this.transport.close();
   }
 
@@ -85,7 +88,10 @@ export class WorkerService implements OnApplicationBootstrap, BeforeApplicationS
         throw err;
       }
       if (!message.spentByFetch) await message.ack();
-      await this.runner!.run(payload);
+      const { completed } = await this.runner!.run(payload);
+      // The operator is done, so its slot is free; the completion finishes in the background.
+      this.completing.add(completed);
+      void completed.finally(() => this.completing.delete(completed));
     } catch (err) {
       const stale = err instanceof DispatcherCallError && err.code === 'stale_attempt';
       this.logger.event(stale ? 'info' : 'error', 'Wrapper', stale ? 'dropped a message for an attempt that is not runnable' : 'task handling failed', { task_id: taskId, error: (err as Error).message });

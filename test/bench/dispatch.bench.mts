@@ -174,8 +174,9 @@ async function traceWorkers(r: Run) {
       const key = payload.input?.event.partition_key;
       const t0 = key ? submitted.get(key) : undefined;
       if (t0 !== undefined) r.latencies.push(performance.now() - t0);
-      await client.complete(payload.attempt_token, 'succeeded', []);
-      r.done++;
+      // As the wrapper does (src/wrapper/task-runner.ts): the operator is done, so its slot is free
+      // while the completion is in flight.
+      void client.complete(payload.attempt_token, 'succeeded', []).then(() => r.done++);
     } finally {
       running--;
       freed();

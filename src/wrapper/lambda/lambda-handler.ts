@@ -16,6 +16,8 @@ export async function handler(payload: TaskPayload): Promise<{ task_id: string; 
   logger.event('info', 'LambdaHandler', 'invoked', { task_id: payload.task_id, attempt: payload.attempt, payload_keys: Object.keys(payload).sort() });
   const client = new DispatcherClient(config.dispatcherUrl, '', 'lambda');
   const runner = new TaskRunner(client, { codeRoot: config.codeRoot, sandboxUser: config.sandboxUser, statusPollMs: 500, eventBatch: 100, flushMs: 250 }, logger);
-  await runner.run(payload);
+  // A Lambda is frozen once it returns: the completion must have landed by then.
+  const { completed } = await runner.run(payload);
+  await completed;
   return { task_id: payload.task_id, attempt: payload.attempt };
 }
