@@ -132,6 +132,24 @@ export class TraceEnv {
   @MinLength(1)
   TRACE_CODE_ROOT!: string;
 
+  @IsIn(['local', 's3'])
+  TRACE_OBJECT_STORE!: 'local' | 's3';
+
+  @Transform(emptyToUndefined)
+  @IsOptional()
+  @IsString()
+  TRACE_OBJECT_STORE_DIR?: string;
+
+  @Transform(emptyToUndefined)
+  @ValidateIf((o: TraceEnv) => o.TRACE_OBJECT_STORE === 's3' || o.TRACE_S3_BUCKET !== undefined)
+  @Matches(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, { message: 'TRACE_S3_BUCKET must be an S3 bucket name (required when TRACE_OBJECT_STORE=s3)' })
+  TRACE_S3_BUCKET?: string;
+
+  @Transform(emptyToUndefined)
+  @IsOptional()
+  @IsString()
+  TRACE_SCRATCH_DIR?: string;
+
   @IsIn(['local', 'aws'])
   TRACE_LAMBDA_INVOKER!: 'local' | 'aws';
 
@@ -193,6 +211,14 @@ export class TraceConfig {
       readonly lambda: { readonly invoker: 'local' | 'aws'; readonly functionName: string };
       /** Where user-code entry points are resolved; they may not leave it. */
       readonly codeRoot: string;
+    },
+    readonly storage: {
+      readonly kind: 'local' | 's3';
+      /** local: the directory holding the object keys. */
+      readonly dir: string;
+      readonly bucket?: string;
+      /** Where operators write files before they are put into the store. */
+      readonly scratchDir: string;
     },
     readonly logLevel: LogLevel,
     readonly lifecycle: {
@@ -282,6 +308,12 @@ export function loadTraceConfig(overrides: { roles?: string } = {}, env: NodeJS.
       sandboxUser: raw.TRACE_SANDBOX_USER,
       lambda: { invoker: raw.TRACE_LAMBDA_INVOKER, functionName: raw.TRACE_LAMBDA_FUNCTION },
       codeRoot: resolve(raw.TRACE_CODE_ROOT),
+    },
+    {
+      kind: raw.TRACE_OBJECT_STORE,
+      dir: raw.TRACE_OBJECT_STORE_DIR ? resolve(raw.TRACE_OBJECT_STORE_DIR) : join(dataDir, 'objects'),
+      bucket: raw.TRACE_S3_BUCKET,
+      scratchDir: raw.TRACE_SCRATCH_DIR ? resolve(raw.TRACE_SCRATCH_DIR) : join(dataDir, 'scratch'),
     },
     raw.LOG_LEVEL,
     {

@@ -1,4 +1,9 @@
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import type { ObjectStore } from '../common/storage';
+import type { BuiltinOperator } from '../operators/operator';
 import type { EmittedEvent, TaskPayload } from '../dispatcher/core/task-payload';
 import type { JsonLogger } from '../common/logging/json-logger';
 import { DispatcherCallError, DispatcherClient } from './dispatcher-client';
@@ -13,6 +18,10 @@ export interface RunnerOptions {
   /** Events are relayed in batches of this many, or after flushMs, whichever comes first (the rest with completion). */
   eventBatch: number;
   flushMs: number;
+  /** Built-in operators by name, and what they need: the object store and a scratch directory. */
+  builtins?: Readonly<Record<string, BuiltinOperator>>;
+  store?: ObjectStore;
+  scratchDir?: string;
 }
 
 /**
@@ -42,13 +51,59 @@ export class TaskRunner {
         (err: Error) => this.logger.event(err instanceof DispatcherCallError && err.code === 'stale_attempt' ? 'info' : 'warn', 'Wrapper', 'completion not accepted', { ...log, error: err.message }),
       );
     if (payload.status === 'Canceled') return { completed: complete('canceled', [], undefined, 'task canceled before it ran') };
-    if (payload.job.operator !== 'user') {
-      // Built-in operators run as trusted platform code; none ships in this build yet.
-      return { completed: complete('failed', [], `built-in operator "${payload.job.operator}" is not available in this build`, 'task failed') };
-    }
-    const result = await this.runUserCode(payload, token);
+    const result = payload.job.operator === 'user' ? await this.runUserCode(payload, token) : await this.runBuiltin(payload, token);
     if (result.outcome === 'stopped') return { completed: Promise.resolve() }; // superseded: the newer attempt owns the task
     return { completed: complete(result.outcome, result.outcome === 'succeeded' ? result.pending : [], result.error, `task ${result.outcome}`) };
+  }
+
+  /**
+   * A built-in operator: trusted platform code, run in this process with the object store. It
+   * relays its own events (each emit resolves once accepted), and is aborted when the attempt is
+   * canceled or superseded.
+   */
+  private async runBuiltin(payload: TaskPayload, token: string): Promise<{ outcome: 'succeeded' | 'failed' | 'canceled' | 'stopped'; pending: EmittedEvent[]; error?: string }> {
+    const operator = this.options.builtins?.[payload.job.operator];
+    if (!operator || !this.options.store) {
+      return { outcome: 'failed', pending: [], error: `built-in operator "${payload.job.operator}" is not available in this build` };
+    }
+    const controller = new AbortController();
+    let stopReason: 'canceled' | 'stopped' | undefined;
+    const poll = setInterval(() => {
+      this.client.attempt(token).then(
+        (s) => {
+          if (!s.current || s.cancel_requested) {
+            stopReason = s.cancel_requested && s.current ? 'canceled' : 'stopped';
+            controller.abort(new Error(`attempt ${stopReason}`));
+          }
+        },
+        () => undefined,
+      );
+    }, this.options.statusPollMs);
+    const scratchRoot = this.options.scratchDir ?? tmpdir();
+    await mkdir(scratchRoot, { recursive: true });
+    const scratchDir = await mkdtemp(join(scratchRoot, `task-${payload.task_id}-${payload.attempt}-`));
+    const log = (message: string, fields: Record<string, unknown> = {}) =>
+      this.logger.event('info', `Operator:${payload.job.operator}`, message, { task_id: payload.task_id, attempt: payload.attempt, ...fields });
+    try {
+      await operator({
+        payload,
+        store: this.options.store,
+        scratchDir,
+        env: { ...(payload.slot?.env ?? {}), ...(payload.slot?.secret_env ?? {}) },
+        emit: async (events) => {
+          if (events.length) await this.client.emit(token, events);
+        },
+        signal: controller.signal,
+        log,
+      });
+      return stopReason ? { outcome: stopReason, pending: [] } : { outcome: 'succeeded', pending: [] };
+    } catch (err) {
+      if (stopReason) return { outcome: stopReason, pending: [] };
+      return { outcome: 'failed', pending: [], error: (err as Error).message };
+    } finally {
+      clearInterval(poll);
+      await rm(scratchDir, { recursive: true, force: true });
+    }
   }
 
   private async runUserCode(

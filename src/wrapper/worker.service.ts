@@ -4,7 +4,9 @@ import { SelfUrl } from '../common/http/self-url';
 import { InternalCredential } from '../common/keys/internal-credential';
 import { BackgroundLoops, NodeRegistry } from '../common/lifecycle';
 import { JsonLogger } from '../common/logging/json-logger';
+import { OBJECT_STORE, type ObjectStore } from '../common/storage';
 import { TraceConfig } from '../config';
+import { BUILTIN_OPERATORS } from '../operators';
 import { TASK_TRANSPORT, type DispatchMessage, type TaskTransport } from '../dispatcher/transport/task-transport';
 import { DispatcherCallError, DispatcherClient } from './dispatcher-client';
 import { TaskRunner } from './task-runner';
@@ -34,6 +36,7 @@ export class WorkerService implements OnApplicationBootstrap, BeforeApplicationS
     private readonly loops: BackgroundLoops,
     private readonly self: SelfUrl,
     @Inject(DATABASE_TARGET) target: DatabaseTarget,
+    @Inject(OBJECT_STORE) private readonly store: ObjectStore,
   ) {
     loops.register({ name: RECEIVE_LOOP, intervalMs: config.dispatch.pollMs, tick: () => this.receive() });
     // Local transport: NOTIFY wakes us. SQS: receive long-polls instead.
@@ -46,7 +49,20 @@ export class WorkerService implements OnApplicationBootstrap, BeforeApplicationS
     const url = this.self.dispatcher();
     if (!url) return false;
     this.client = new DispatcherClient(url, this.credential.token, this.node.nodeId);
-    this.runner = new TaskRunner(this.client, { codeRoot: this.config.dispatch.codeRoot, sandboxUser: this.config.dispatch.sandboxUser, statusPollMs: 500, eventBatch: 100, flushMs: 250 }, this.logger);
+    this.runner = new TaskRunner(
+      this.client,
+      {
+        codeRoot: this.config.dispatch.codeRoot,
+        sandboxUser: this.config.dispatch.sandboxUser,
+        statusPollMs: 500,
+        eventBatch: 100,
+        flushMs: 250,
+        builtins: BUILTIN_OPERATORS,
+        store: this.store,
+        scratchDir: this.config.storage.scratchDir,
+      },
+      this.logger,
+    );
     return true;
   }
 

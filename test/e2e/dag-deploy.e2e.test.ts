@@ -153,6 +153,7 @@ describe('deploying DAGs, the dataset registry and read_roles', () => {
 jobs:
   - name: reader
     operator: sql
+    config: {sql: "select * from input_0"}
     inputs: [{from: {dataset: team_blocks}}]
     outputs: [{backend: s3, update_strategy: replace}]
 `;

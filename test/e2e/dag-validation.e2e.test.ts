@@ -12,6 +12,7 @@ ${jobs}
 ${extra}`;
 const source = `  - name: src
     operator: cryo_ingest
+    config: {datatypes: [blocks]}
     outputs: [{backend: s3, update_strategy: replace, cursor: block_number, partitioning: range}]`;
 
 const CASES: { rule: string; yaml: string; path: string; reason: RegExp }[] = [
@@ -38,11 +39,16 @@ const CASES: { rule: string; yaml: string; path: string; reason: RegExp }[] = [
     reason: /no secret named "no_such_secret"/,
   },
   { rule: 'bad type', yaml: base(`${source}\n    max_attempts: "three"`), path: 'jobs[0].max_attempts', reason: /must be an integer, got string "three"/ },
+  { rule: 'cryo_ingest: unknown datatype', yaml: base(`  - name: a\n    operator: cryo_ingest\n    config: {datatypes: [blocks, uncles]}\n    outputs: [{backend: s3, update_strategy: replace}, {backend: s3, update_strategy: replace}]`), path: 'jobs[0].config.datatypes[1]', reason: /must be one of blocks, transactions, logs/ },
+  { rule: 'cryo_ingest: chunk_size out of range', yaml: base(`  - name: a\n    operator: cryo_ingest\n    config: {datatypes: [blocks], chunk_size: 0}\n    outputs: [{backend: s3, update_strategy: replace}]`), path: 'jobs[0].config.chunk_size', reason: /integer from 1 to 1000000/ },
+  { rule: 'cryo_ingest: one output per datatype', yaml: base(`  - name: a\n    operator: cryo_ingest\n    config: {datatypes: [blocks, logs]}\n    outputs: [{backend: s3, update_strategy: replace}]`), path: 'jobs[0].config.datatypes', reason: /one output per datatype/ },
+  { rule: 'cryo_ingest: key in the config', yaml: base(`  - name: a\n    operator: cryo_ingest\n    config: {datatypes: [blocks], rpc_url: "ws://x", api_key: k}\n    outputs: [{backend: s3, update_strategy: replace}]`), path: 'jobs[0].config.api_key', reason: /unknown field/ },
+  { rule: 'sql without a query', yaml: base(`${source}\n  - name: b\n    operator: sql\n    inputs: [{from: {job: src, output: 0}}]\n    outputs: [{backend: s3, update_strategy: replace}]`), path: 'jobs[1].config.sql', reason: /one SELECT statement/ },
   { rule: 'unknown field', yaml: base(`${source}\n    retries: 3`), path: 'jobs[0].retries', reason: /unknown field/ },
   { rule: 'execution_strategy Bulk', yaml: base(`${source}\n    execution_strategy: Bulk`), path: 'jobs[0].execution_strategy', reason: /range_aggregator \/ range_splitter/ },
   { rule: 'append without unique_key', yaml: base(`  - name: a\n    operator: cryo_ingest\n    outputs: [{backend: postgres, update_strategy: append}]`), path: 'jobs[0].outputs[0].unique_key', reason: /required when update_strategy is append/ },
   { rule: 'buffered S3 output', yaml: base(`  - name: a\n    operator: cryo_ingest\n    outputs: [{backend: s3, update_strategy: replace, buffered: true}]`), path: 'jobs[0].outputs[0].buffered', reason: /use backend: postgres/ },
-  { rule: 'reading a dataset that does not exist (or that the deployer may not read)', yaml: base(`  - name: a\n    operator: sql\n    inputs: [{from: {dataset: secret_stuff}}]`), path: 'jobs[0].inputs[0].from.dataset', reason: /no published dataset "secret_stuff" that you may read/ },
+  { rule: 'reading a dataset that does not exist (or that the deployer may not read)', yaml: base(`  - name: a\n    operator: sql\n    config: {sql: select 1}\n    inputs: [{from: {dataset: secret_stuff}}]\n    outputs: [{backend: s3, update_strategy: replace}]`), path: 'jobs[0].inputs[0].from.dataset', reason: /no published dataset "secret_stuff" that you may read/ },
   { rule: 'injection in a name', yaml: base(source, `publish: [{job: src, output_index: 0, dataset_name: "x; DROP TABLE datasets; --"}]`), path: 'publish[0].dataset_name', reason: /must match/ },
 ];
 
@@ -81,7 +87,7 @@ publish: [{job: nobody, dataset_name: x}]`;
     const res = await postYaml(trace.baseUrl, '/v1/dags/validate', TOKEN, yaml);
     expect(res.status).toBe(400);
     expect(res.body.error.details.map((d: { path: string }) => d.path).sort()).toEqual(
-      ['jobs[0].inputs[0].from.job', 'jobs[0].operator', 'jobs[0].timeout', 'jobs[1].inputs', 'jobs[1].name', 'name', 'publish[0].job'].sort(),
+      ['jobs[0].inputs[0].from.job', 'jobs[0].operator', 'jobs[0].timeout', 'jobs[1].config.sql', 'jobs[1].inputs', 'jobs[1].name', 'jobs[1].outputs', 'name', 'publish[0].job'].sort(),
     );
   });
 
@@ -105,7 +111,7 @@ publish: [{job: nobody, dataset_name: x}]`;
   it('accepts JSON as well as YAML', async () => {
     const res = await call(trace.baseUrl, 'POST', '/v1/dags/validate', {
       token: TOKEN,
-      body: { name: 'json_dag', jobs: [{ name: 'src', operator: 'cryo_ingest', outputs: [{ backend: 's3', update_strategy: 'replace' }] }] },
+      body: { name: 'json_dag', jobs: [{ name: 'src', operator: 'cryo_ingest', config: { datatypes: ['blocks'] }, outputs: [{ backend: 's3', update_strategy: 'replace' }] }] },
     });
     expect(res.status).toBe(200);
     expect(res.body).toMatchObject({ valid: true, plan: { dag: 'json_dag', change: 'create', activation: 'immediate' } });

@@ -50,9 +50,13 @@ export function validateEmittedEvents(raw: unknown, path = 'events'): { events: 
   return { events, violations };
 }
 
-/** The scope part of the idempotency key: exactly one of range, partition, cursor (in that precedence). */
+/**
+ * The scope part of the idempotency key: exactly one of range, partition, cursor (in that
+ * precedence). A range event's cursor is its revision (cryo_ingest: the range's last block hash),
+ * so a range re-ingested after a reorg is a new event while a retry of the same read is not (ADR 0010).
+ */
 export function eventScope(e: EmittedEvent): string {
-  if (e.start !== undefined) return `range:${e.start}-${e.end}`;
+  if (e.start !== undefined) return `range:${e.start}-${e.end}${e.cursor !== undefined ? `#${e.cursor}` : ''}`;
   if (e.partition_key !== undefined) return `partition:${e.partition_key}`;
   return `cursor:${e.cursor}`;
 }

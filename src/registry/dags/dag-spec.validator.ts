@@ -1,3 +1,4 @@
+import { parseCryoConfig } from '../../operators/cryo/cryo-config';
 import {
   BACKENDS,
   COLUMN_PATTERN,
@@ -317,6 +318,16 @@ function graph(c: Checker, jobs: (JobSpec | undefined)[], pools: (WorkerPool | u
     const source = j.inputs.length === 0;
     if (source && j.operator && j.operator !== 'cryo_ingest' && j.operator !== 'user') c.fail(`${path}.inputs`, `operator ${j.operator} needs at least one input`);
     if (j.operator === 'cryo_ingest' && j.inputs.length > 0) c.fail(`${path}.inputs`, 'cryo_ingest is a source: it reads the chain, not datasets');
+    // Built-in operators' configs are checked here, field by field, as the operators will read them.
+    if (j.operator === 'cryo_ingest') {
+      for (const v of parseCryoConfig(j.config, j.outputs.length).violations) c.fail(`${path}.config.${v.field}`, v.reason);
+      j.outputs.forEach((o, n) => o && !o.writes_to && o.backend !== 's3' && c.fail(`${path}.outputs[${n}].backend`, 'cryo_ingest writes Parquet files: use backend s3'));
+    }
+    if (j.operator === 'sql') {
+      if (typeof j.config.sql !== 'string' || !j.config.sql.trim()) c.fail(`${path}.config.sql`, 'is required: one SELECT statement over input_0');
+      for (const key of Object.keys(j.config)) if (key !== 'sql') c.fail(`${path}.config.${key}`, 'unknown field; sql takes only sql');
+      if (j.outputs.length !== 1) c.fail(`${path}.outputs`, 'sql writes exactly one output');
+    }
   });
 
   // Cycles: depth-first over in-DAG edges, reporting one path per cycle.

@@ -1,0 +1,41 @@
+import type { ObjectStore } from '../common/storage';
+import type { EmittedEvent, TaskPayload } from '../dispatcher/core/task-payload';
+
+/**
+ * What a built-in operator gets. Built-in operators are trusted platform code: they run inside
+ * the wrapper, with the object store, but still report only through the attempt's own calls.
+ */
+export interface OperatorContext {
+  readonly payload: TaskPayload;
+  readonly store: ObjectStore;
+  /** A directory of this attempt's own, removed when the operator returns. */
+  readonly scratchDir: string;
+  /** The leased pool slot's env with its secret_env values (empty without a pool). */
+  readonly env: Readonly<Record<string, string>>;
+  /** Relays events now; resolves once the dispatcher accepted them (a refusal throws). */
+  emit(events: EmittedEvent[]): Promise<void>;
+  /** Aborted when the attempt is canceled or superseded: stop promptly. */
+  readonly signal: AbortSignal;
+  log(message: string, fields?: Record<string, unknown>): void;
+}
+
+export type BuiltinOperator = (ctx: OperatorContext) => Promise<void>;
+
+/** A config error found while running: the task fails with this message, naming the field. */
+export class OperatorConfigError extends Error {
+  constructor(field: string, reason: string) {
+    super(`config.${field}: ${reason}`);
+    this.name = 'OperatorConfigError';
+  }
+}
+
+/** The object key of a block-range file under an output (or input) location: `{location}{start}_{end}.parquet`. */
+export function rangeKey(location: string, start: number | string, end: number | string): string {
+  return `${location}${start}_${end}.parquet`;
+}
+
+/** Parses a range key's file name back into its bounds; undefined for anything else. */
+export function parseRangeKey(key: string): { start: number; end: number } | undefined {
+  const m = /\/(\d+)_(\d+)\.parquet$/.exec(key);
+  return m ? { start: Number(m[1]), end: Number(m[2]) } : undefined;
+}

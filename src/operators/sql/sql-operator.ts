@@ -1,0 +1,64 @@
+import { StatementType } from '@duckdb/node-api';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { EventRef } from '../../dispatcher/core/task-payload';
+import { lit, openLockedDuckDb } from '../duckdb';
+import { PARQUET_OPTIONS } from '../cryo/parquet-writer';
+import { rangeKey, type BuiltinOperator } from '../operator';
+
+/** The keys of the files an input event covers: a manifest's files, the event's own file, or the range's file. */
+export function inputKeys(event: EventRef): string[] {
+  const files = event.payload?.files;
+  if (Array.isArray(files) && files.every((f) => typeof f === 'string')) return files as string[];
+  if (typeof event.payload?.key === 'string') return [event.payload.key];
+  if (event.start !== null && event.end !== null) return [rangeKey(event.location, event.start, event.end)];
+  throw new Error('sql: the input event names no files (a range event, or a payload with key or files, is needed)');
+}
+
+/**
+ * The `sql` operator: a transform written in SQL, run by DuckDB over the files of the task's input
+ * event (the view `input_0`), written as the same range of its one output. It runs in a locked
+ * DuckDB (no file access outside the task's scratch directory, no network, no extensions), and the
+ * statement must be one SELECT. An invalidation passes through as an invalidation of the same range.
+ */
+export const sqlOperator: BuiltinOperator = async (ctx) => {
+  const { payload } = ctx;
+  const query = payload.job.config.sql;
+  if (typeof query !== 'string' || !query.trim()) throw new Error('config.sql: must be a SELECT statement over input_0');
+  const input = payload.input;
+  if (!input) throw new Error('sql: runs on input events; this task has none');
+  const event = input.event;
+  const output = payload.outputs[0];
+  if (!output || payload.outputs.length !== 1) throw new Error('sql: the job must have exactly one output');
+  if (output.backend !== 's3' || !output.location) throw new Error('sql: writes Parquet: its output needs backend s3 and a current dataset version (postgres outputs are not written by this build)');
+  if (event.start === null || event.end === null) throw new Error('sql: the input event must cover a block range (start/end)');
+  const scope = { start: event.start, end: event.end, ...(event.cursor ? { cursor: event.cursor } : {}) };
+  const key = rangeKey(output.location, event.start, event.end);
+  if (event.kind === 'invalidation') {
+    await ctx.emit([{ output: 0, kind: 'invalidation', ...scope, payload: { key } }]);
+    return;
+  }
+  const duck = await openLockedDuckDb({ threads: 1, memoryLimit: '1GB', allowedDirectories: [ctx.scratchDir] });
+  try {
+    const paths: string[] = [];
+    for (const [i, k] of inputKeys(event).entries()) {
+      const bytes = await ctx.store.get(k);
+      if (!bytes) throw new Error(`sql: input file ${k} is missing from the object store`);
+      const path = join(ctx.scratchDir, `input-${i}.parquet`);
+      await writeFile(path, bytes);
+      paths.push(path);
+    }
+    await duck.conn.run(`CREATE VIEW input_${input.input_index} AS SELECT * FROM read_parquet([${paths.map(lit).join(', ')}])`);
+    if (input.input_index !== 0) await duck.conn.run(`CREATE VIEW input_0 AS SELECT * FROM input_${input.input_index}`);
+    const statements = await duck.conn.extractStatements(query);
+    if (statements.count !== 1) throw new Error(`config.sql: must be exactly one statement, got ${statements.count}`);
+    const prepared = await statements.prepare(0);
+    if (prepared.statementType !== StatementType.SELECT) throw new Error('config.sql: must be a SELECT statement');
+    const out = join(ctx.scratchDir, 'output.parquet');
+    await duck.conn.run(`COPY (${query.trim().replace(/;\s*$/, '')}) TO ${lit(out)} (${PARQUET_OPTIONS})`);
+    await ctx.store.putFile(key, out);
+    await ctx.emit([{ output: 0, kind: 'data', ...scope, payload: { key } }]);
+  } finally {
+    duck.close();
+  }
+};

@@ -1,0 +1,149 @@
+import { DuckDBInstance } from '@duckdb/node-api';
+import { mkdtempSync, readdirSync } from 'node:fs';
+import { chmod } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { generateTraffic, startAnvil, TRANSFER_TOPIC, type Anvil } from '../support/anvil';
+import { call } from '../support/http';
+import { postYaml } from '../support/org-fixture';
+import { createTestDatabase } from '../support/shared-postgres';
+import { jobTasksSucceeded, taskFinished } from '../support/tasks';
+import { startTrace, TraceProcess } from '../support/trace-process';
+
+const TOKEN = 'trc_cryo-ingest-test-dev-token-00000';
+const BLOCKS = 1500;
+const CHUNK = 500;
+const OUT = '{backend: s3, update_strategy: replace, cursor: block_number, partitioning: range}';
+
+const dag = (rpcUrl: string) => `name: chain
+jobs:
+  - name: ingest
+    operator: cryo_ingest
+    config: {datatypes: [blocks, transactions, logs], chunk_size: ${CHUNK}, start_block: 0, end_block: ${BLOCKS - 1}, confirmations: 0, batch_size: 50, rpc_url: "${rpcUrl}"}
+    outputs: [${OUT}, ${OUT}, ${OUT}]
+  - name: transfers
+    operator: sql
+    inputs: [{from: {job: ingest, output: 2}}]
+    config:
+      sql: |
+        SELECT block_number, count(*) AS transfers, CAST(sum(CAST(('0x' || right(hex(data), 16)) AS UBIGINT)) AS UBIGINT) AS amount
+          FROM input_0 WHERE topic0 = from_hex('${TRANSFER_TOPIC.slice(2)}') GROUP BY block_number
+    outputs: [${OUT}]
+publish:
+  - {job: ingest, output_index: 0, dataset_name: blocks}
+  - {job: ingest, output_index: 1, dataset_name: transactions}
+  - {job: ingest, output_index: 2, dataset_name: logs}
+  - {job: transfers, output_index: 0, dataset_name: transfers}
+`;
+
+/**
+ * cryo_ingest against a real chain: anvil with ETH transfers and Transfer logs, ingested into
+ * block-range Parquet through the real binary (all roles), then a sql job over the logs. What the
+ * files hold is checked against what the chain reports over JSON-RPC, range by range.
+ */
+describe('cryo_ingest: anvil → block-range Parquet → sql', () => {
+  let anvil: Anvil;
+  let trace: TraceProcess;
+  let dataDir: string;
+  let duck: Awaited<ReturnType<typeof DuckDBInstance.create>>;
+
+  const dataset = async (name: string) => (await call(trace.baseUrl, 'GET', `/v1/datasets/${name}`, { token: TOKEN })).body;
+  /** The current version's files of a dataset, by range. */
+  const files = async (name: string) => {
+    const d = await dataset(name);
+    const current = d.versions.find((v: { current: boolean }) => v.current);
+    // The object key layout: org/{org_id}/dataset/{dataset_uuid}/version/{dataset_version}/, under the local store's directory.
+    expect(current.location).toMatch(new RegExp(`^org/[0-9a-f-]{36}/dataset/${d.dataset_uuid}/version/${d.current_version}/$`));
+    const dir = join(dataDir, 'objects', current.location);
+    const start = (f: string) => Number(f.split('_')[0]);
+    return readdirSync(dir).sort((a, b) => start(a) - start(b)).map((f) => join(dir, f));
+  };
+  const query = async (sql: string) => {
+    const conn = await duck.connect();
+    try {
+      return (await conn.runAndReadAll(sql)).getRowObjectsJS();
+    } finally {
+      conn.closeSync();
+    }
+  };
+
+  beforeAll(async () => {
+    anvil = await startAnvil();
+    await generateTraffic(anvil, BLOCKS, 60);
+    dataDir = mkdtempSync(join(tmpdir(), 'trace-cryo-'));
+    await chmod(dataDir, 0o755);
+    trace = await startTrace({
+      args: ['--role', 'all'],
+      env: { DATABASE_URL: await createTestDatabase('cryo'), TRACE_DEV_TOKEN: TOKEN, TRACE_BOOTSTRAP_DEV_ORG: 'true', TRACE_DATA_DIR: dataDir, TRACE_DISPATCH_POLL_MS: '100' },
+    });
+    duck = await DuckDBInstance.create(':memory:');
+  }, 120_000);
+  afterAll(async () => {
+    duck?.closeSync();
+    expect(await trace?.stop()).toBe(0);
+    await anvil?.stop();
+  });
+
+  it('writes cryo-compatible Parquet whose counts and sums equal the chain, range by range, and the sql job derives from it', async () => {
+    expect((await postYaml(trace.baseUrl, '/v1/dags', TOKEN, dag(anvil.url))).status).toBe(201);
+    const run = (await call(trace.baseUrl, 'POST', '/v1/dags/chain/jobs/ingest/runs', { token: TOKEN })).body.task_id;
+    const finished = await taskFinished(trace.baseUrl, TOKEN, run, 120_000);
+    if (finished.status !== 'succeeded') throw new Error(`ingest run ${finished.status}: ${JSON.stringify(finished.attempts)}`);
+    // One data event per output per range, each with its explicit range and last block hash.
+    expect(finished.events).toHaveLength(3 * (BLOCKS / CHUNK));
+
+    const ranges = Array.from({ length: BLOCKS / CHUNK }, (_, k) => [k * CHUNK, (k + 1) * CHUNK - 1] as const);
+    for (const name of ['blocks', 'transactions', 'logs']) {
+      expect((await files(name)).map((f) => f.split('/').at(-1))).toEqual(ranges.map(([s, e]) => `${s}_${e}.parquet`));
+    }
+    const [blockFiles, txFiles, logFiles] = [await files('blocks'), await files('transactions'), await files('logs')];
+    let totalTxs = 0;
+    let totalLogs = 0;
+    for (const [k, [start, end]] of ranges.entries()) {
+      // What the chain says about this range, over JSON-RPC.
+      const blocks = await Promise.all(Array.from({ length: end - start + 1 }, (_, i) => anvil.rpc<{ hash: string; transactions: { value: string }[] }>('eth_getBlockByNumber', [`0x${(start + i).toString(16)}`, true])));
+      const txs = blocks.flatMap((b) => b.transactions);
+      const value = txs.reduce((s, t) => s + BigInt(t.value), 0n);
+      const logs = await anvil.rpc<unknown[]>('eth_getLogs', [{ fromBlock: `0x${start.toString(16)}`, toBlock: `0x${end.toString(16)}` }]);
+
+      const [b] = await query(`SELECT count(*) AS n, min(block_number) AS lo, max(block_number) AS hi, '0x' || lower(hex(last(block_hash ORDER BY block_number))) AS last_hash FROM read_parquet('${blockFiles[k]}')`);
+      expect(b).toEqual({ n: BigInt(end - start + 1), lo: start, hi: end, last_hash: blocks.at(-1)!.hash });
+      const [t] = await query(`SELECT count(*) AS n, coalesce(sum(value_string::HUGEINT), 0)::VARCHAR AS value, count(*) FILTER (WHERE success) AS ok FROM read_parquet('${txFiles[k]}')`);
+      expect(t).toEqual({ n: BigInt(txs.length), value: value.toString(), ok: BigInt(txs.length) });
+      const [l] = await query(`SELECT count(*) AS n FROM read_parquet('${logFiles[k]}')`);
+      expect(l!.n).toBe(BigInt(logs.length));
+      totalTxs += txs.length;
+      totalLogs += logs.length;
+    }
+    expect(totalTxs).toBe(61); // the contract deployment and 60 transactions
+    expect(totalLogs).toBe(30);
+
+    // cryo's column names and types, in cryo's order.
+    const schema = await query(`SELECT name, type FROM parquet_schema('${txFiles[0]}') WHERE name <> 'duckdb_schema'`);
+    expect(schema.map((c) => c.name)).toEqual([
+      'block_number', 'transaction_index', 'transaction_hash', 'nonce', 'from_address', 'to_address', 'value_binary', 'value_string', 'value_f64', 'input',
+      'gas_limit', 'gas_used', 'gas_price', 'transaction_type', 'max_priority_fee_per_gas', 'max_fee_per_gas', 'success', 'n_input_bytes', 'n_input_zero_bytes',
+      'n_input_nonzero_bytes', 'chain_id',
+    ]);
+    const logSchema = await query(`SELECT name FROM parquet_schema('${logFiles[0]}') WHERE name <> 'duckdb_schema'`);
+    expect(logSchema.map((c) => c.name)).toEqual(['block_number', 'transaction_index', 'log_index', 'transaction_hash', 'address', 'topic0', 'topic1', 'topic2', 'topic3', 'data', 'chain_id']);
+
+    // The sql job ran once per logs range and wrote the same ranges; its totals match the chain's logs.
+    await jobTasksSucceeded(trace.baseUrl, TOKEN, 'chain', 'transfers', BLOCKS / CHUNK, 60_000);
+    const transferFiles = await files('transfers');
+    expect(transferFiles.map((f) => f.split('/').at(-1))).toEqual(ranges.map(([s, e]) => `${s}_${e}.parquet`));
+    const [sum] = await query(`SELECT sum(transfers)::INT AS n, sum(amount)::VARCHAR AS amount FROM read_parquet([${transferFiles.map((f) => `'${f}'`).join(',')}])`);
+    const chainLogs = await anvil.rpc<{ data: string }[]>('eth_getLogs', [{ fromBlock: '0x0', toBlock: 'latest', topics: [TRANSFER_TOPIC] }]);
+    expect(sum).toEqual({ n: chainLogs.length, amount: chainLogs.reduce((s, l) => s + BigInt(l.data), 0n).toString() });
+  }, 240_000);
+
+  it('a second run resumes after the last range and writes nothing new; the files are untouched', async () => {
+    const before = await Promise.all(['blocks', 'transactions', 'logs'].map(files));
+    const run = (await call(trace.baseUrl, 'POST', '/v1/dags/chain/jobs/ingest/runs', { token: TOKEN })).body.task_id;
+    const finished = await taskFinished(trace.baseUrl, TOKEN, run, 60_000);
+    if (finished.status !== 'succeeded') throw new Error(`ingest run ${finished.status}: ${JSON.stringify(finished.attempts)}`);
+    // It re-announces the newest range (its own events; a crash before them would otherwise lose them) and nothing else.
+    expect(finished.events.map((e: { start: string; end: string }) => `${e.start}_${e.end}`)).toEqual(Array(3).fill(`${BLOCKS - CHUNK}_${BLOCKS - 1}`));
+    expect(await Promise.all(['blocks', 'transactions', 'logs'].map(files))).toEqual(before);
+  }, 120_000);
+});
