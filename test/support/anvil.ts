@@ -81,7 +81,12 @@ export async function startAnvil(args: string[] = []): Promise<Anvil> {
 export async function generateTraffic(anvil: Anvil, blocks: number, txs: number): Promise<string> {
   const accounts = await anvil.rpc<string[]>('eth_accounts');
   const deployHash = await anvil.rpc<string>('eth_sendTransaction', [{ from: accounts[0], data: TRANSFER_EMITTER_INITCODE }]);
-  const receipt = await anvil.rpc<{ contractAddress: string }>('eth_getTransactionReceipt', [deployHash]);
+  let receipt: { contractAddress: string } | null = null;
+  for (let i = 0; !receipt; i++) {
+    receipt = await anvil.rpc<{ contractAddress: string } | null>('eth_getTransactionReceipt', [deployHash]);
+    if (!receipt && i > 200) throw new Error('the emitter contract was not mined');
+    if (!receipt) await new Promise((r) => setTimeout(r, 10));
+  }
   const emitter = receipt.contractAddress;
   const word = (n: bigint | string) => (typeof n === 'string' ? n.slice(2).padStart(64, '0') : n.toString(16).padStart(64, '0'));
   for (let i = 0; i < txs; i++) {
