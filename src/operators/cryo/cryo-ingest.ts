@@ -86,15 +86,24 @@ class Ingest {
       const head = num(await this.rpc.call<string>('eth_blockNumber', []));
       const safe = head - this.config.confirmations;
       let progressed = false;
+      // The next range is read while this one is written: reading (the RPC endpoint) and writing
+      // (DuckDB, the store) overlap, one range ahead.
+      let ahead: { range: Range; chunk: Promise<Chunk> } | undefined;
       for (;;) {
         this.ctx.signal.throwIfAborted();
         const next = this.nextRange();
         if (!next || next.end > safe) break;
-        const chunk = await this.fetch(next);
+        const chunk = await (ahead && ahead.range.start === next.start && ahead.range.end === next.end ? ahead.chunk : this.fetch(next));
+        ahead = undefined;
         const previous = this.written.at(-1);
         if (previous?.lastHash && previous.end + 1 === chunk.start && chunk.parentHash !== previous.lastHash) {
           await this.reorg(safe);
           continue;
+        }
+        const following = this.nextRangeFrom(chunk.end + 1);
+        if (following && following.end <= safe && Date.now() <= deadline) {
+          ahead = { range: following, chunk: this.fetch(following) };
+          ahead.chunk.catch(() => undefined); // awaited (and its error thrown) on the next turn, if still wanted
         }
         await this.write(chunk, false);
         progressed = true;
