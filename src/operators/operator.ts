@@ -14,6 +14,14 @@ export interface OperatorContext {
   readonly env: Readonly<Record<string, string>>;
   /** Relays events now; resolves once the dispatcher accepted them (a refusal throws). */
   emit(events: EmittedEvent[]): Promise<void>;
+  /**
+   * The job's durable state for the dataset of its input event. `write` is a compare-and-set on
+   * the version `read` returned (0: none yet); it throws a StateConflict when another task wrote first.
+   */
+  readonly state: {
+    read<T>(): Promise<{ state: T | null; version: number }>;
+    write(expectedVersion: number, state: unknown): Promise<{ version: number }>;
+  };
   /** Aborted when the attempt is canceled or superseded: stop promptly. */
   readonly signal: AbortSignal;
   log(message: string, fields?: Record<string, unknown>): void;

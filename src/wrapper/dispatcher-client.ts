@@ -95,6 +95,14 @@ export class DispatcherClient {
     return this.call('POST', '/internal/task-complete', token, { status, events, ...(error ? { error } : {}) });
   }
 
+  readState<T>(token: string): Promise<{ state: T | null; version: number }> {
+    return this.call('GET', '/internal/operator-state', token);
+  }
+
+  writeState(token: string, expectedVersion: number, state: unknown): Promise<{ version: number }> {
+    return this.call('PUT', '/internal/operator-state', token, { expected_version: expectedVersion, state });
+  }
+
   attempt(token: string): Promise<{ current: boolean; cancel_requested: boolean }> {
     return this.call('GET', '/internal/attempt', token);
   }

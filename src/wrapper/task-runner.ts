@@ -93,6 +93,10 @@ export class TaskRunner {
         emit: async (events) => {
           if (events.length) await this.client.emit(token, events);
         },
+        state: {
+          read: <T>() => this.client.readState<T>(token),
+          write: (expected, state) => this.client.writeState(token, expected, state),
+        },
         signal: controller.signal,
         log,
       });

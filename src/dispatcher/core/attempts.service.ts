@@ -197,6 +197,58 @@ export class AttemptsService {
     return results;
   }
 
+  /**
+   * The operator state of the attempt's job for the dataset of its input event (stateful built-in
+   * operators). Readable by the task's current, unfinished attempt only.
+   */
+  async readState(token: string): Promise<{ state: unknown; version: number }> {
+    const a = await this.attemptFor(this.db, token, false);
+    this.assertRunning(a);
+    const key = await this.stateKey(this.db, a);
+    const row = await sqlOne<{ state: unknown; version: number }>(
+      this.db,
+      `SELECT state, version FROM operator_state WHERE dag_id = $1 AND job_name = $2 AND input_dataset_uuid = $3`,
+      [a.dag_id, a.job_name, key],
+    );
+    return row ?? { state: null, version: 0 };
+  }
+
+  /**
+   * Compare-and-set: the state is written only if its version is still `expected` (0: none yet),
+   * else 409 state_conflict and the caller reads again. Only the task's current, unfinished attempt writes.
+   */
+  async writeState(token: string, expected: number, state: unknown): Promise<{ version: number }> {
+    return this.db.transaction(async (tx) => {
+      const a = await this.attemptFor(tx, token);
+      this.assertRunning(a);
+      const key = await this.stateKey(tx, a);
+      const written = await sqlOne<{ version: number }>(
+        tx,
+        expected === 0
+          ? `INSERT INTO operator_state (org_id, dag_id, job_name, input_dataset_uuid, state, version, updated_by_task)
+             VALUES ($1, $2, $3, $4, $5, 1, $6) ON CONFLICT DO NOTHING RETURNING version`
+          : `UPDATE operator_state SET state = $5, version = version + 1, updated_by_task = $6, updated_at = now()
+              WHERE org_id = $1 AND dag_id = $2 AND job_name = $3 AND input_dataset_uuid = $4 AND version = $7 RETURNING version`,
+        expected === 0 ? [a.org_id, a.dag_id, a.job_name, key, JSON.stringify(state), a.task_id] : [a.org_id, a.dag_id, a.job_name, key, JSON.stringify(state), a.task_id, expected],
+      );
+      if (!written) throw new TraceError(HttpStatus.CONFLICT, 'state_conflict', `the operator state changed since version ${expected}; read it again`);
+      return written;
+    });
+  }
+
+  private assertRunning(a: AttemptRow): void {
+    if (a.task_attempt !== a.attempt || a.finished_at || a.task_status !== 'running') {
+      throw stale(`attempt ${a.attempt} of task ${a.task_id} is not the running attempt`);
+    }
+  }
+
+  /** State is kept per job and per input dataset: the dataset of the task's input event. */
+  private async stateKey(db: Queryable, a: AttemptRow): Promise<string> {
+    const row = await sqlOne<{ dataset_uuid: string }>(db, `SELECT e.dataset_uuid FROM tasks t JOIN events e ON e.id = t.event_id WHERE t.id = $1`, [a.task_id]);
+    if (!row) throw new TraceError(HttpStatus.CONFLICT, 'no_input_event', `task ${a.task_id} has no input event; operator state is kept per input dataset`);
+    return row.dataset_uuid;
+  }
+
   /** For the wrapper's poll while an operator runs: may this attempt still complete, and is cancel requested? */
   async status(token: string): Promise<{ task_id: string; attempt: number; current: boolean; cancel_requested: boolean; task_status: string }> {
     const a = await this.attemptFor(this.db, token, false);

@@ -1,6 +1,6 @@
-import { Body, Controller, Get, Headers, HttpCode, Post, Query, Req, UseGuards } from '@nestjs/common';
+import { Body, Controller, Get, Headers, HttpCode, Post, Put, Query, Req, UseGuards } from '@nestjs/common';
 import { ApiExcludeController } from '@nestjs/swagger';
-import { Allow, IsIn, IsOptional, IsString, IsUUID, MaxLength } from 'class-validator';
+import { Allow, IsIn, IsInt, IsOptional, IsString, IsUUID, MaxLength, Min } from 'class-validator';
 import type { Request } from 'express';
 import { Public } from '../../common/auth';
 import { badRequest, TraceError } from '../../common/errors';
@@ -29,6 +29,17 @@ export class CompleteBody {
 
   @Allow()
   events?: unknown;
+}
+
+const STATE_MAX_BYTES = 1024 * 1024;
+
+export class OperatorStateBody {
+  @IsInt({ message: 'expected_version must be an integer (0 when there is no state yet)' })
+  @Min(0, { message: 'expected_version must be an integer (0 when there is no state yet)' })
+  expected_version!: number;
+
+  @Allow()
+  state!: unknown;
 }
 
 /** Per batch call: enough to amortise a round trip, small enough to keep a transaction short. */
@@ -142,6 +153,21 @@ export class InternalController {
   @HttpCode(200)
   complete(@Req() req: Request & InternalRequest, @Body() body: CompleteBody) {
     return this.attempts.complete(req.attemptToken!, body.status, events(body.events), body.error);
+  }
+
+  /** Operator state (stateful built-in operators): read, and compare-and-set. */
+  @Get('operator-state')
+  readState(@Req() req: Request & InternalRequest) {
+    return this.attempts.readState(req.attemptToken!);
+  }
+
+  @Put('operator-state')
+  @HttpCode(200)
+  writeState(@Req() req: Request & InternalRequest, @Body() body: OperatorStateBody) {
+    if (body.state === undefined || Buffer.byteLength(JSON.stringify(body.state)) > STATE_MAX_BYTES) {
+      throw badRequest('validation_failed', `state: must be present and at most ${STATE_MAX_BYTES} bytes as JSON`, [{ field: 'state', reason: `must be present and at most ${STATE_MAX_BYTES} bytes as JSON` }]);
+    }
+    return this.attempts.writeState(req.attemptToken!, body.expected_version, body.state);
   }
 
   @Get('attempt')

@@ -48,7 +48,10 @@ export const sqlOperator: BuiltinOperator = async (ctx) => {
       await writeFile(path, bytes);
       paths.push(path);
     }
-    await duck.conn.run(`CREATE VIEW input_${input.input_index} AS SELECT * FROM read_parquet([${paths.map(lit).join(', ')}])`);
+    // A sub-range of shared files (range_splitter) names the column that selects its rows.
+    const column = event.payload?.range_column;
+    const where = typeof column === 'string' && /^[a-z_][a-z0-9_]{0,62}$/.test(column) ? ` WHERE "${column}" BETWEEN ${BigInt(event.start)} AND ${BigInt(event.end)}` : '';
+    await duck.conn.run(`CREATE VIEW input_${input.input_index} AS SELECT * FROM read_parquet([${paths.map(lit).join(', ')}])${where}`);
     if (input.input_index !== 0) await duck.conn.run(`CREATE VIEW input_0 AS SELECT * FROM input_${input.input_index}`);
     const statements = await duck.conn.extractStatements(query);
     if (statements.count !== 1) throw new Error(`config.sql: must be exactly one statement, got ${statements.count}`);

@@ -1,4 +1,5 @@
 import { parseCryoConfig } from '../../operators/cryo/cryo-config';
+import { parseAggregatorConfig, parseSplitterConfig } from '../../operators/ranges/range-config';
 import {
   BACKENDS,
   COLUMN_PATTERN,
@@ -322,6 +323,11 @@ function graph(c: Checker, jobs: (JobSpec | undefined)[], pools: (WorkerPool | u
     if (j.operator === 'cryo_ingest') {
       for (const v of parseCryoConfig(j.config, j.outputs.length).violations) c.fail(`${path}.config.${v.field}`, v.reason);
       j.outputs.forEach((o, n) => o && !o.writes_to && o.backend !== 's3' && c.fail(`${path}.outputs[${n}].backend`, 'cryo_ingest writes Parquet files: use backend s3'));
+    }
+    if (j.operator === 'range_aggregator' || j.operator === 'range_splitter') {
+      const parsed = j.operator === 'range_aggregator' ? parseAggregatorConfig(j.config) : parseSplitterConfig(j.config);
+      for (const v of parsed.violations) c.fail(`${path}.config.${v.field}`, v.reason);
+      if (j.outputs.length !== 1) c.fail(`${path}.outputs`, `${j.operator} has exactly one output`);
     }
     if (j.operator === 'sql') {
       if (typeof j.config.sql !== 'string' || !j.config.sql.trim()) c.fail(`${path}.config.sql`, 'is required: one SELECT statement over input_0');
