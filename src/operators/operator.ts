@@ -1,4 +1,5 @@
 import type { ObjectStore } from '../common/storage';
+import type { PostgresDatasetWriter } from './tables/postgres-dataset-writer';
 import type { EmittedEvent, TaskPayload } from '../dispatcher/core/task-payload';
 
 /**
@@ -8,6 +9,8 @@ import type { EmittedEvent, TaskPayload } from '../dispatcher/core/task-payload'
 export interface OperatorContext {
   readonly payload: TaskPayload;
   readonly store: ObjectStore;
+  /** Writes Postgres-backed dataset versions (tables per dataset_uuid + dataset_version). */
+  readonly tables?: PostgresDatasetWriter;
   /** A directory of this attempt's own, removed when the operator returns. */
   readonly scratchDir: string;
   /** The leased pool slot's env with its secret_env values (empty without a pool). */

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { ObjectStore } from '../common/storage';
 import type { BuiltinOperator } from '../operators/operator';
+import type { PostgresDatasetWriter } from '../operators/tables/postgres-dataset-writer';
 import type { EmittedEvent, TaskPayload } from '../dispatcher/core/task-payload';
 import type { JsonLogger } from '../common/logging/json-logger';
 import { DispatcherCallError, DispatcherClient } from './dispatcher-client';
@@ -21,6 +22,7 @@ export interface RunnerOptions {
   /** Built-in operators by name, and what they need: the object store and a scratch directory. */
   builtins?: Readonly<Record<string, BuiltinOperator>>;
   store?: ObjectStore;
+  tables?: PostgresDatasetWriter;
   scratchDir?: string;
 }
 
@@ -88,6 +90,7 @@ export class TaskRunner {
       await operator({
         payload,
         store: this.options.store,
+        tables: this.options.tables,
         scratchDir,
         env: { ...(payload.slot?.env ?? {}), ...(payload.slot?.secret_env ?? {}) },
         emit: async (events) => {

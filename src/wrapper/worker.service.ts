@@ -7,6 +7,8 @@ import { JsonLogger } from '../common/logging/json-logger';
 import { OBJECT_STORE, type ObjectStore } from '../common/storage';
 import { TraceConfig } from '../config';
 import { BUILTIN_OPERATORS } from '../operators';
+import { PostgresDatasetWriter } from '../operators/tables/postgres-dataset-writer';
+import { DataSource } from 'typeorm';
 import { TASK_TRANSPORT, type DispatchMessage, type TaskTransport } from '../dispatcher/transport/task-transport';
 import { DispatcherCallError, DispatcherClient } from './dispatcher-client';
 import { TaskRunner } from './task-runner';
@@ -37,6 +39,7 @@ export class WorkerService implements OnApplicationBootstrap, BeforeApplicationS
     private readonly self: SelfUrl,
     @Inject(DATABASE_TARGET) target: DatabaseTarget,
     @Inject(OBJECT_STORE) private readonly store: ObjectStore,
+    private readonly db: DataSource,
   ) {
     loops.register({ name: RECEIVE_LOOP, intervalMs: config.dispatch.pollMs, tick: () => this.receive() });
     // Local transport: NOTIFY wakes us. SQS: receive long-polls instead.
@@ -59,6 +62,7 @@ export class WorkerService implements OnApplicationBootstrap, BeforeApplicationS
         flushMs: 250,
         builtins: BUILTIN_OPERATORS,
         store: this.store,
+        tables: new PostgresDatasetWriter(this.db),
         scratchDir: this.config.storage.scratchDir,
       },
       this.logger,

@@ -51,7 +51,8 @@ const PAYLOAD_COLUMNS = `
        FROM events e JOIN dataset_versions dv ON dv.dataset_version = e.dataset_version WHERE e.id = t.event_id) ev) AS event,
   (SELECT coalesce(json_agg(json_build_object(
              'key', d.job_name || '#' || d.output_index, 'dataset_uuid', d.dataset_uuid, 'dataset_version', p.dataset_version,
-             'location', dv.location, 'backend', d.backend, 'update_strategy', d.update_strategy, 'unique_key', d.unique_key)), '[]')
+             'location', dv.location, 'backend', d.backend, 'update_strategy', d.update_strategy, 'unique_key', d.unique_key,
+             'cursor', d.cursor_column)), '[]')
      FROM datasets d
      LEFT JOIN dag_dataset_pointers p ON p.dag_id = d.dag_id AND p.dataset_uuid = d.dataset_uuid
      LEFT JOIN dataset_versions dv ON dv.dataset_version = p.dataset_version

@@ -55,6 +55,8 @@ export interface OutputRef {
   backend: 'postgres' | 's3';
   update_strategy: 'replace' | 'append';
   unique_key: string[] | null;
+  /** The output's cursor column (e.g. block_number): what places a row in a range. */
+  cursor: string | null;
 }
 
 /** An event as an operator emits it: which output, and the scope it covers. */

@@ -30,12 +30,16 @@ export const sqlOperator: BuiltinOperator = async (ctx) => {
   const event = input.event;
   const output = payload.outputs[0];
   if (!output || payload.outputs.length !== 1) throw new Error('sql: the job must have exactly one output');
-  if (output.backend !== 's3' || !output.location) throw new Error('sql: writes Parquet: its output needs backend s3 and a current dataset version (postgres outputs are not written by this build)');
+  if (!output.location) throw new Error('sql: its output has no current dataset version');
+  if (output.backend === 'postgres' && !ctx.tables) throw new Error('sql: this wrapper cannot write Postgres datasets');
+  if (output.backend === 'postgres' && output.update_strategy === 'replace' && !output.cursor) {
+    throw new Error('sql: a Postgres output with update_strategy replace needs its cursor column (which rows a range rewrites)');
+  }
   if (event.start === null || event.end === null) throw new Error('sql: the input event must cover a block range (start/end)');
   const scope = { start: event.start, end: event.end, ...(event.cursor ? { cursor: event.cursor } : {}) };
-  const key = rangeKey(output.location, event.start, event.end);
+  const key = output.backend === 's3' ? rangeKey(output.location, event.start, event.end) : undefined;
   if (event.kind === 'invalidation') {
-    await ctx.emit([{ output: 0, kind: 'invalidation', ...scope, payload: { key } }]);
+    await ctx.emit([{ output: 0, kind: 'invalidation', ...scope, ...(key ? { payload: { key } } : {}) }]);
     return;
   }
   const duck = await openLockedDuckDb({ threads: 1, memoryLimit: '1GB', allowedDirectories: [ctx.scratchDir] });
@@ -57,10 +61,27 @@ export const sqlOperator: BuiltinOperator = async (ctx) => {
     if (statements.count !== 1) throw new Error(`config.sql: must be exactly one statement, got ${statements.count}`);
     const prepared = await statements.prepare(0);
     if (prepared.statementType !== StatementType.SELECT) throw new Error('config.sql: must be a SELECT statement');
-    const out = join(ctx.scratchDir, 'output.parquet');
-    await duck.conn.run(`COPY (${query.trim().replace(/;\s*$/, '')}) TO ${lit(out)} (${PARQUET_OPTIONS})`);
-    await ctx.store.putFile(key, out);
-    await ctx.emit([{ output: 0, kind: 'data', ...scope, payload: { key } }]);
+    const select = query.trim().replace(/;\s*$/, '');
+    if (key) {
+      const out = join(ctx.scratchDir, 'output.parquet');
+      await duck.conn.run(`COPY (${select}) TO ${lit(out)} (${PARQUET_OPTIONS})`);
+      await ctx.store.putFile(key, out);
+      await ctx.emit([{ output: 0, kind: 'data', ...scope, payload: { key } }]);
+      return;
+    }
+    // A Postgres-backed output: the rows go into the version's table, replacing the range or
+    // appending with unique_key dedupe, in one transaction.
+    const result = await duck.conn.runAndReadAll(select);
+    const columns = result.columnNames().map((name, i) => ({ name, type: result.columnTypes()[i]!.toString() }));
+    const written = await ctx.tables!.write(output.location, columns, result.getRowObjectsJS() as Record<string, unknown>[], {
+      strategy: output.update_strategy,
+      uniqueKey: output.unique_key,
+      rangeColumn: output.cursor ?? undefined,
+      start: event.start,
+      end: event.end,
+    });
+    ctx.log('rows written', { ...written, location: output.location });
+    await ctx.emit([{ output: 0, kind: 'data', ...scope, payload: { rows: written.inserted } }]);
   } finally {
     duck.close();
   }
