@@ -1,4 +1,5 @@
 import { Module } from '@nestjs/common';
+import { StorageModule } from '../common/storage';
 import { DispatcherCoreModule } from '../dispatcher/core/dispatcher-core.module';
 import { DagDeployService } from './dags/dag-deploy.service';
 import { DagsController } from './dags/dags.controller';
@@ -14,7 +15,7 @@ import { TasksController } from './tasks.controller';
 
 /** The `registry` role: identity, DAG specs and deploys, the dataset registry and its ACLs, secrets, the task API. */
 @Module({
-  imports: [DispatcherCoreModule],
+  imports: [DispatcherCoreModule, StorageModule],
   controllers: [IdentityController, DagsController, DatasetsController, SecretsController, TasksController],
   providers: [IdentityService, DevOrgBootstrap, DagDeployService, DagsService, DatasetsService, SecretsService],
   exports: [IdentityService, DatasetsService],

@@ -5,7 +5,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { generateTraffic, startAnvil, TRANSFER_TOPIC, type Anvil } from '../support/anvil';
 import { call } from '../support/http';
-import { postYaml } from '../support/org-fixture';
+import { Client } from 'pg';
+import { cpSync, existsSync, mkdirSync } from 'node:fs';
+import { addMember, postYaml } from '../support/org-fixture';
 import { createTestDatabase } from '../support/shared-postgres';
 import { jobTasksSucceeded, taskFinished } from '../support/tasks';
 import { startTrace, TraceProcess } from '../support/trace-process';
@@ -46,6 +48,7 @@ describe('cryo_ingest: anvil → block-range Parquet → sql', () => {
   let trace: TraceProcess;
   let dataDir: string;
   let duck: Awaited<ReturnType<typeof DuckDBInstance.create>>;
+  let databaseUrl: string;
 
   const dataset = async (name: string) => (await call(trace.baseUrl, 'GET', `/v1/datasets/${name}`, { token: TOKEN })).body;
   /** The current version's files of a dataset, by range. */
@@ -74,7 +77,7 @@ describe('cryo_ingest: anvil → block-range Parquet → sql', () => {
     await chmod(dataDir, 0o755);
     trace = await startTrace({
       args: ['--role', 'all'],
-      env: { DATABASE_URL: await createTestDatabase('cryo'), TRACE_DEV_TOKEN: TOKEN, TRACE_BOOTSTRAP_DEV_ORG: 'true', TRACE_DATA_DIR: dataDir, TRACE_DISPATCH_POLL_MS: '100' },
+      env: { DATABASE_URL: (databaseUrl = await createTestDatabase('cryo')), TRACE_DEV_TOKEN: TOKEN, TRACE_BOOTSTRAP_DEV_ORG: 'true', TRACE_DATA_DIR: dataDir, TRACE_DISPATCH_POLL_MS: '100' },
     });
     duck = await DuckDBInstance.create(':memory:');
   }, 120_000);
@@ -146,4 +149,40 @@ describe('cryo_ingest: anvil → block-range Parquet → sql', () => {
     expect(finished.events.map((e: { start: string; end: string }) => `${e.start}_${e.end}`)).toEqual(Array(3).fill(`${BLOCKS - CHUNK}_${BLOCKS - 1}`));
     expect(await Promise.all(['blocks', 'transactions', 'logs'].map(files))).toEqual(before);
   }, 120_000);
+
+  it('purge deletes a version no DAG points at (org admins only), and refuses the current one', async () => {
+    const d = await dataset('blocks');
+    const current = d.versions.find((v: { current: boolean }) => v.current);
+    const purge = (version: string, token = TOKEN) => call(trace.baseUrl, 'POST', `/v1/datasets/blocks/versions/${version}/purge`, { token });
+    expect((await purge(current.dataset_version)).body.error.code).toBe('version_in_use');
+    expect((await purge('not-a-uuid')).status).toBe(400);
+    expect((await purge('00000000-0000-4000-8000-000000000000')).status).toBe(404);
+    const analyst = await addMember(trace.baseUrl, TOKEN, 'dev', 'analyst@cryo.test', ['analyst']);
+    expect((await purge(current.dataset_version, analyst.token)).status).toBe(403);
+
+    // An older version of the dataset, with files, that no DAG points at any more.
+    const db = new Client({ connectionString: databaseUrl });
+    await db.connect();
+    const { rows } = await db.query(
+      `INSERT INTO dataset_versions (dataset_version, dataset_uuid, dag_version_id, status, location)
+       SELECT gen_random_uuid(), dataset_uuid, dag_version_id, 'ready', '' FROM dataset_versions WHERE dataset_version = $1
+       RETURNING dataset_version`,
+      [current.dataset_version],
+    );
+    const old = rows[0].dataset_version as string;
+    const location = current.location.replace(current.dataset_version, old);
+    await db.query(`UPDATE dataset_versions SET location = $2 WHERE dataset_version = $1`, [old, location]);
+    await db.end();
+    const oldDir = join(dataDir, 'objects', location);
+    mkdirSync(oldDir, { recursive: true });
+    cpSync(join(dataDir, 'objects', current.location), oldDir, { recursive: true });
+
+    const purged = await purge(old);
+    expect(purged.status).toBe(200);
+    expect(purged.body).toMatchObject({ dataset_name: 'blocks', dataset_version: old, status: 'purged', deleted: `${BLOCKS / CHUNK} object(s) under ${location}` });
+    expect(existsSync(oldDir)).toBe(false);
+    expect((await dataset('blocks')).versions.find((v: { dataset_version: string }) => v.dataset_version === old).status).toBe('purged');
+    expect((await files('blocks')).length).toBe(BLOCKS / CHUNK); // the current version is untouched
+    expect((await purge(old)).body.deleted).toBe('nothing: it was already purged');
+  });
 });

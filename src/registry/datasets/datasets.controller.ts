@@ -1,7 +1,8 @@
-import { Body, Controller, Get, Param, Put } from '@nestjs/common';
+import { Body, Controller, Get, HttpCode, Param, ParseUUIDPipe, Post, Put } from '@nestjs/common';
 import { ApiBearerAuth, ApiOperation, ApiProperty, ApiTags } from '@nestjs/swagger';
 import { ArrayMaxSize, IsArray, Matches } from 'class-validator';
 import { CurrentPrincipal, OrgAdminOnly } from '../../common/auth';
+import { badRequest } from '../../common/errors';
 import { ROLE_NAME_PATTERN, type Principal } from '../../common/identity';
 import { datasetView, DatasetsService } from './datasets.service';
 
@@ -30,6 +31,14 @@ export class DatasetsController {
   async get(@CurrentPrincipal() p: Principal, @Param('name') name: string) {
     const row = await this.datasets.getReadable(p, name);
     return datasetView(row, await this.datasets.versions(row.dataset_uuid));
+  }
+
+  @Post(':name/versions/:version/purge')
+  @HttpCode(200)
+  @OrgAdminOnly()
+  @ApiOperation({ summary: 'Delete a version\'s data (org admins only; never the current version). The only way Trace deletes data.' })
+  async purge(@CurrentPrincipal() p: Principal, @Param('name') name: string, @Param('version', new ParseUUIDPipe({ exceptionFactory: () => badRequest('validation_failed', 'version must be a dataset_version UUID') })) version: string) {
+    return this.datasets.purge(p.orgId, name, version);
   }
 
   @Put(':name/read-roles')

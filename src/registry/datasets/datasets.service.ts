@@ -1,7 +1,8 @@
-import { Injectable } from '@nestjs/common';
+import { HttpStatus, Inject, Injectable } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import { Queryable, sql, sqlOne } from '../../common/db';
-import { notFound } from '../../common/errors';
+import { notFound, TraceError } from '../../common/errors';
+import { OBJECT_STORE, type ObjectStore } from '../../common/storage';
 import type { Principal } from '../../common/identity';
 import { readablePredicate } from './dataset-access';
 
@@ -48,7 +49,10 @@ const DATASET_SELECT = `
  */
 @Injectable()
 export class DatasetsService {
-  constructor(private readonly db: DataSource) {}
+  constructor(
+    private readonly db: DataSource,
+    @Inject(OBJECT_STORE) private readonly store: ObjectStore,
+  ) {}
 
   async listReadable(principal: Principal): Promise<DatasetRow[]> {
     const params: unknown[] = [];
@@ -85,6 +89,38 @@ export class DatasetsService {
     );
   }
 
+  /**
+   * Org admins only (the controller enforces it): the one way data is ever deleted. A version that
+   * is current for its DAG is refused. The storage goes first, inside the transaction that holds
+   * the version's row: if deleting fails, nothing is marked and the purge can be asked again.
+   */
+  async purge(orgId: string, name: string, version: string): Promise<{ dataset_name: string; dataset_version: string; status: 'purged'; deleted: string }> {
+    return this.db.transaction(async (tx) => {
+      const v = await sqlOne<{ dataset_uuid: string; status: string; location: string; backend: string; current: boolean }>(
+        tx,
+        `SELECT v.dataset_uuid, v.status, v.location, d.backend,
+                EXISTS (SELECT 1 FROM dag_dataset_pointers p WHERE p.dataset_version = v.dataset_version) AS current
+           FROM dataset_versions v JOIN datasets d ON d.dataset_uuid = v.dataset_uuid
+          WHERE d.org_id = $1 AND d.dataset_name = $2 AND v.dataset_version = $3
+          FOR UPDATE OF v`,
+        [orgId, name, version],
+      );
+      if (!v) throw notFound('dataset_version_not_found', `dataset "${name}" has no version ${version}`);
+      if (v.status === 'purged') return { dataset_name: name, dataset_version: version, status: 'purged' as const, deleted: 'nothing: it was already purged' };
+      if (v.current) throw new TraceError(HttpStatus.CONFLICT, 'version_in_use', `version ${version} of "${name}" is its DAG's current version; only versions no DAG points at can be purged`);
+      let deleted: string;
+      if (v.backend === 's3') {
+        const n = await this.store.deletePrefix(v.location);
+        deleted = `${n} object(s) under ${v.location}`;
+      } else {
+        await tx.query(`DROP TABLE IF EXISTS ${postgresLocation(v.location)}`);
+        deleted = `table ${v.location}`;
+      }
+      await tx.query(`UPDATE dataset_versions SET status = 'purged' WHERE dataset_version = $1`, [version]);
+      return { dataset_name: name, dataset_version: version, status: 'purged' as const, deleted };
+    });
+  }
+
   /** Org admins only (the controller enforces it); never set from DAG config. */
   async setReadRoles(orgId: string, name: string, roles: string[]): Promise<DatasetRow> {
     const updated = await sqlOne<{ dataset_uuid: string }>(
@@ -114,4 +150,10 @@ export function datasetView(row: DatasetRow, versions?: DatasetVersionView[]) {
     ...(versions ? { versions } : {}),
     created_at: row.created_at,
   };
+}
+
+/** A recorded Postgres location, re-checked before it goes into SQL. */
+function postgresLocation(location: string): string {
+  if (!/^"ds_[0-9a-f]{32}"\."v_[0-9a-f]{32}"$/.test(location)) throw new Error(`not a Postgres dataset location: ${location}`);
+  return location;
 }
