@@ -11,6 +11,7 @@ import { addMember, postYaml } from '../support/org-fixture';
 import { createTestDatabase } from '../support/shared-postgres';
 import { jobTasksSucceeded, taskFinished } from '../support/tasks';
 import { startTrace, TraceProcess } from '../support/trace-process';
+import { waitFor } from '../support/wait-for';
 
 const TOKEN = 'trc_cryo-ingest-test-dev-token-00000';
 const BLOCKS = 1500;
@@ -61,6 +62,11 @@ describe('cryo_ingest: anvil → block-range Parquet → sql', () => {
     const start = (f: string) => Number(f.split('_')[0]);
     return readdirSync(dir).sort((a, b) => start(a) - start(b)).map((f) => join(dir, f));
   };
+  const jobTasksFinished = (job: string) =>
+    waitFor(async () => {
+      const list = (await call(trace.baseUrl, 'GET', `/v1/tasks?dag=probes&job=${job}`, { token: TOKEN })).body as { status: string; error: string }[];
+      return list.length > 0 && list.every((t) => ['succeeded', 'failed', 'canceled'].includes(t.status)) ? list : undefined;
+    }, `probe ${job} to finish`, 60_000);
   const query = async (sql: string) => {
     const conn = await duck.connect();
     try {
@@ -185,4 +191,39 @@ describe('cryo_ingest: anvil → block-range Parquet → sql', () => {
     expect((await files('blocks')).length).toBe(BLOCKS / CHUNK); // the current version is untouched
     expect((await purge(old)).body.deleted).toBe('nothing: it was already purged');
   });
+
+  it('SQL from a DAG cannot read files, write files, loosen its settings or run two statements', async () => {
+    const probe = (name: string, sql: string) => `  - name: ${name}
+    operator: sql
+    max_attempts: 1
+    inputs: [{from: {dataset: logs}}]
+    config: {sql: ${JSON.stringify(sql)}}
+    outputs: [${OUT}]`;
+    const yaml = `name: probes
+jobs:
+${probe('read_file', "SELECT * FROM read_csv('/etc/passwd')")}
+${probe('read_store', `SELECT * FROM read_parquet('${join(dataDir, 'objects')}/**/*.parquet')`)}
+${probe('write_file', "COPY (SELECT 1) TO '/tmp/trace-probe.csv'")}
+${probe('loosen', 'SET enable_external_access = true')}
+${probe('two', 'SELECT 1; SELECT 2')}
+${probe('plain', 'SELECT count(*) AS n FROM input_0')}
+`;
+    expect((await postYaml(trace.baseUrl, '/v1/dags', TOKEN, yaml)).status).toBe(201);
+    // Another ingest run re-announces its last range: each probe job gets one task for it.
+    const run = (await call(trace.baseUrl, 'POST', '/v1/dags/chain/jobs/ingest/runs', { token: TOKEN })).body.task_id;
+    expect((await taskFinished(trace.baseUrl, TOKEN, run, 60_000)).status).toBe('succeeded');
+    const errors: Record<string, string> = {};
+    for (const job of ['read_file', 'read_store', 'write_file', 'loosen', 'two', 'plain']) {
+      const [t] = await jobTasksFinished(job);
+      errors[job] = t.status === 'succeeded' ? 'succeeded' : t.error;
+    }
+    expect(errors.read_file).toMatch(/Permission Error: Cannot access file "\/etc\/passwd"/);
+    expect(errors.read_store).toMatch(/Permission Error/);
+    // Refused when DuckDB binds it, before it could run.
+    expect(errors.write_file).toMatch(/Permission Error: Cannot access file "\/tmp\/trace-probe.csv"/);
+    expect(existsSync('/tmp/trace-probe.csv')).toBe(false);
+    expect(errors.loosen).toBe('config.sql: must be a SELECT statement');
+    expect(errors.two).toBe('config.sql: must be exactly one statement, got 2');
+    expect(errors.plain).toBe('succeeded');
+  }, 120_000);
 });
