@@ -226,4 +226,36 @@ ${probe('plain', 'SELECT count(*) AS n FROM input_0')}
     expect(errors.two).toBe('config.sql: must be exactly one statement, got 2');
     expect(errors.plain).toBe('succeeded');
   }, 120_000);
+
+  it('follow_head keeps ingesting as the chain grows, until the run is canceled', async () => {
+    const head = Number.parseInt(await anvil.rpc<string>('eth_blockNumber'), 16);
+    const start = head + 1;
+    const yaml = `name: follower
+jobs:
+  - name: ingest
+    operator: cryo_ingest
+    timeout: 10m
+    config: {datatypes: [blocks], chunk_size: 100, start_block: ${start}, confirmations: 5, follow_head: true, poll_interval_ms: 100, rpc_url: "${anvil.url}"}
+    outputs: [${OUT}]
+publish:
+  - {job: ingest, output_index: 0, dataset_name: followed_blocks}
+`;
+    expect((await postYaml(trace.baseUrl, '/v1/dags', TOKEN, yaml)).status).toBe(201);
+    const run = (await call(trace.baseUrl, 'POST', '/v1/dags/follower/jobs/ingest/runs', { token: TOKEN })).body.task_id;
+    const task = () => call(trace.baseUrl, 'GET', `/v1/tasks/${run}`, { token: TOKEN }).then((r) => r.body);
+    await waitFor(async () => ((await task()).status === 'running' ? true : undefined), 'the follower to start', 30_000);
+    expect((await task()).events).toEqual([]); // nothing is 5 blocks deep yet
+    await anvil.rpc('anvil_mine', ['0xc8']); // 200 blocks: two ranges become safe
+    const ranges = await waitFor(async () => {
+      const events = (await task()).events as { start: string; end: string }[];
+      return events.length >= 1 ? events.map((e) => `${e.start}_${e.end}`) : undefined;
+    }, 'the follower to ingest new blocks', 30_000);
+    expect(ranges[0]).toBe(`${start}_${start + 99}`);
+    await anvil.rpc('anvil_mine', ['0x64']);
+    await waitFor(async () => ((await task()).events.length >= 2 ? true : undefined), 'a later range', 30_000);
+    expect((await call(trace.baseUrl, 'POST', `/v1/tasks/${run}/cancel`, { token: TOKEN })).body.cancel_requested).toBe(true);
+    const finished = await taskFinished(trace.baseUrl, TOKEN, run, 30_000);
+    expect(finished.status).toBe('canceled');
+    expect((await files('followed_blocks')).length).toBe(finished.events.length);
+  }, 120_000);
 });
