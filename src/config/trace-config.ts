@@ -132,6 +132,32 @@ export class TraceEnv {
   @MinLength(1)
   TRACE_CODE_ROOT!: string;
 
+  @Transform(toInt)
+  @Min(100)
+  @IsInt()
+  TRACE_QUERY_TIMEOUT_MS!: number;
+
+  @Transform(toInt)
+  @Min(1)
+  @Max(1_000_000)
+  @IsInt()
+  TRACE_QUERY_MAX_ROWS!: number;
+
+  @Matches(/^\d+(\.\d+)?\s?(KB|MB|GB|KiB|MiB|GiB)$/, { message: 'TRACE_QUERY_MEMORY_LIMIT must be a size such as 512MB or 2GB' })
+  TRACE_QUERY_MEMORY_LIMIT!: string;
+
+  @Transform(toInt)
+  @Min(1)
+  @Max(64)
+  @IsInt()
+  TRACE_QUERY_THREADS!: number;
+
+  @Transform(toInt)
+  @Min(1)
+  @Max(1000)
+  @IsInt()
+  TRACE_QUERY_MAX_CONCURRENT_PER_ORG!: number;
+
   @IsIn(['local', 's3'])
   TRACE_OBJECT_STORE!: 'local' | 's3';
 
@@ -211,6 +237,13 @@ export class TraceConfig {
       readonly lambda: { readonly invoker: 'local' | 'aws'; readonly functionName: string };
       /** Where user-code entry points are resolved; they may not leave it. */
       readonly codeRoot: string;
+    },
+    readonly query: {
+      readonly timeoutMs: number;
+      readonly maxRows: number;
+      readonly memoryLimit: string;
+      readonly threads: number;
+      readonly maxConcurrentPerOrg: number;
     },
     readonly storage: {
       readonly kind: 'local' | 's3';
@@ -308,6 +341,13 @@ export function loadTraceConfig(overrides: { roles?: string } = {}, env: NodeJS.
       sandboxUser: raw.TRACE_SANDBOX_USER,
       lambda: { invoker: raw.TRACE_LAMBDA_INVOKER, functionName: raw.TRACE_LAMBDA_FUNCTION },
       codeRoot: resolve(raw.TRACE_CODE_ROOT),
+    },
+    {
+      timeoutMs: raw.TRACE_QUERY_TIMEOUT_MS,
+      maxRows: raw.TRACE_QUERY_MAX_ROWS,
+      memoryLimit: raw.TRACE_QUERY_MEMORY_LIMIT,
+      threads: raw.TRACE_QUERY_THREADS,
+      maxConcurrentPerOrg: raw.TRACE_QUERY_MAX_CONCURRENT_PER_ORG,
     },
     {
       kind: raw.TRACE_OBJECT_STORE,

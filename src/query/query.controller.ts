@@ -1,0 +1,44 @@
+import { Body, Controller, HttpCode, HttpStatus, Post } from '@nestjs/common';
+import { ApiBearerAuth, ApiOperation, ApiProperty, ApiPropertyOptional, ApiTags } from '@nestjs/swagger';
+import { ArrayMaxSize, IsArray, IsIn, IsOptional, IsString, MaxLength, MinLength } from 'class-validator';
+import { CurrentPrincipal } from '../common/auth';
+import { badRequest, TraceError } from '../common/errors';
+import type { Principal } from '../common/identity';
+import { QueryService } from './query.service';
+
+export class QueryDto {
+  @ApiProperty({ example: 'SELECT count(*) FROM eth_blocks' })
+  @IsString({ message: 'sql must be a string' })
+  @MinLength(1, { message: 'sql must not be empty' })
+  @MaxLength(100_000, { message: 'sql must be at most 100000 characters' })
+  sql!: string;
+
+  @ApiPropertyOptional({ enum: ['interactive', 'batch'], default: 'interactive' })
+  @IsOptional()
+  @IsIn(['interactive', 'batch'], { message: 'mode must be interactive or batch' })
+  mode?: 'interactive' | 'batch';
+
+  @ApiPropertyOptional({ description: 'values for $1, $2, … in the SQL', example: [18000000] })
+  @IsOptional()
+  @IsArray({ message: 'params must be a list' })
+  @ArrayMaxSize(100)
+  params?: unknown[];
+}
+
+@ApiTags('query')
+@ApiBearerAuth()
+@Controller('v1/query')
+export class QueryController {
+  constructor(private readonly queries: QueryService) {}
+
+  @Post()
+  @HttpCode(200)
+  @ApiOperation({ summary: 'Run SQL over the published datasets you may read; each is pinned to its current version for the whole query' })
+  run(@CurrentPrincipal() p: Principal, @Body() body: QueryDto) {
+    if ((body.params ?? []).some((v) => v !== null && !['string', 'number', 'boolean'].includes(typeof v))) {
+      throw badRequest('validation_failed', 'params: each value must be a string, number, boolean or null', [{ field: 'params', reason: 'each value must be a string, number, boolean or null' }]);
+    }
+    if (body.mode === 'batch') throw new TraceError(HttpStatus.NOT_IMPLEMENTED, 'batch_not_available', 'batch mode is not available in this build yet; use mode "interactive"');
+    return this.queries.interactive(p, body.sql, body.params ?? []);
+  }
+}

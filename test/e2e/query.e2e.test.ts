@@ -1,0 +1,144 @@
+import { mkdtempSync } from 'node:fs';
+import { chmod } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { generateTraffic, startAnvil, type Anvil } from '../support/anvil';
+import { call } from '../support/http';
+import { addMember, postYaml } from '../support/org-fixture';
+import { createTestDatabase } from '../support/shared-postgres';
+import { taskFinished } from '../support/tasks';
+import { startTrace, TraceProcess } from '../support/trace-process';
+import { waitFor } from '../support/wait-for';
+
+const TOKEN = 'trc_query-test-dev-token-00000000000';
+const OUT = '{backend: s3, update_strategy: replace, cursor: block_number, partitioning: range}';
+const dag = (rpcUrl: string) => `name: chainq
+jobs:
+  - name: ingest
+    operator: cryo_ingest
+    config: {datatypes: [blocks, logs], chunk_size: 250, start_block: 0, end_block: 999, confirmations: 0, rpc_url: "${rpcUrl}"}
+    outputs: [${OUT}, ${OUT}]
+  - name: per_block
+    operator: sql
+    inputs: [{from: {job: ingest, output: 1}}]
+    config: {sql: "SELECT block_number, count(*) AS logs FROM input_0 GROUP BY block_number"}
+    outputs: [{backend: postgres, update_strategy: replace, cursor: block_number}]
+  - name: hidden
+    operator: sql
+    inputs: [{from: {job: ingest, output: 0}}]
+    config: {sql: "SELECT block_number FROM input_0"}
+    outputs: [${OUT}]
+publish:
+  - {job: ingest, output_index: 0, dataset_name: q_blocks}
+  - {job: ingest, output_index: 1, dataset_name: q_logs}
+  - {job: per_block, output_index: 0, dataset_name: q_logs_per_block}
+`;
+
+/**
+ * POST /v1/query through the real binary: a Parquet dataset joined with a Postgres one, each
+ * pinned; the read rule (unreadable = nonexistent, across orgs too); the hardening probes; the
+ * interactive limits (truncation, a statement interrupted at its timeout while others are served).
+ */
+describe('the Query Service', () => {
+  let anvil: Anvil;
+  let trace: TraceProcess;
+  const q = (sql: string, token = TOKEN, extra: Record<string, unknown> = {}) => call(trace.baseUrl, 'POST', '/v1/query', { token, body: { sql, mode: 'interactive', ...extra } });
+
+  beforeAll(async () => {
+    anvil = await startAnvil();
+    await generateTraffic(anvil, 1000, 40);
+    const dataDir = mkdtempSync(join(tmpdir(), 'trace-query-'));
+    await chmod(dataDir, 0o755);
+    trace = await startTrace({
+      args: ['--role', 'all'],
+      env: { DATABASE_URL: await createTestDatabase('query'), TRACE_DEV_TOKEN: TOKEN, TRACE_BOOTSTRAP_DEV_ORG: 'true', TRACE_DATA_DIR: dataDir, TRACE_DISPATCH_POLL_MS: '100', TRACE_QUERY_TIMEOUT_MS: '1500', TRACE_QUERY_MAX_ROWS: '500' },
+    });
+    expect((await postYaml(trace.baseUrl, '/v1/dags', TOKEN, dag(anvil.url))).status).toBe(201);
+    const run = (await call(trace.baseUrl, 'POST', '/v1/dags/chainq/jobs/ingest/runs', { token: TOKEN })).body.task_id;
+    expect((await taskFinished(trace.baseUrl, TOKEN, run, 60_000)).status).toBe('succeeded');
+    await waitFor(async () => {
+      const all = (await call(trace.baseUrl, 'GET', '/v1/tasks?dag=chainq&limit=1000', { token: TOKEN })).body as { status: string }[];
+      return all.length === 9 && all.every((t) => t.status === 'succeeded') ? true : undefined;
+    }, 'the DAG to settle', 60_000);
+  }, 120_000);
+  afterAll(async () => {
+    expect(await trace?.stop()).toBe(0);
+    await anvil?.stop();
+  });
+
+  it('joins a Parquet dataset with a Postgres dataset, each pinned to its current version', async () => {
+    const res = await q('SELECT b.block_number, p.logs FROM q_blocks b JOIN q_logs_per_block p USING (block_number) ORDER BY b.block_number');
+    expect(res.status).toBe(200);
+    const logs = await anvil.rpc<{ blockNumber: string }[]>('eth_getLogs', [{ fromBlock: '0x0', toBlock: '0x3e7' }]);
+    const perBlock = new Map<number, number>();
+    for (const l of logs) perBlock.set(Number.parseInt(l.blockNumber, 16), (perBlock.get(Number.parseInt(l.blockNumber, 16)) ?? 0) + 1);
+    expect(res.body.rows).toEqual([...perBlock.entries()].sort((a, b) => a[0] - b[0]));
+    expect(res.body.columns).toEqual([{ name: 'block_number', type: 'UINTEGER' }, { name: 'logs', type: 'BIGINT' }]);
+    expect(res.body).toMatchObject({ row_count: perBlock.size, truncated: false });
+    const current = async (name: string) => (await call(trace.baseUrl, 'GET', `/v1/datasets/${name}`, { token: TOKEN })).body.current_version;
+    expect(res.body.pinned).toEqual({ q_blocks: await current('q_blocks'), q_logs_per_block: await current('q_logs_per_block') });
+    expect(typeof res.body.elapsed_ms).toBe('number');
+    // Parameters bind as values; CTEs are the query's own names.
+    const p = await q('WITH recent AS (SELECT * FROM q_blocks WHERE block_number >= $1) SELECT count(*) AS n FROM recent', TOKEN, { params: [900] });
+    expect(p.body.rows).toEqual([[100]]);
+  });
+
+  it('applies the read rule: a dataset you may not read, an unpublished one and another org\'s all look like nothing', async () => {
+    const analyst = await addMember(trace.baseUrl, TOKEN, 'dev', 'analyst@query.test', ['analyst']);
+    expect((await call(trace.baseUrl, 'PUT', '/v1/datasets/q_blocks/read-roles', { token: TOKEN, body: { read_roles: ['analyst'] } })).status).toBe(200);
+    expect((await q('SELECT count(*) FROM q_blocks', analyst.token)).body.rows).toEqual([[1000]]);
+    const hidden = await q('SELECT count(*) FROM q_logs', analyst.token);
+    const missing = await q('SELECT count(*) FROM no_such_dataset', analyst.token);
+    expect([hidden.status, missing.status]).toEqual([404, 404]);
+    expect(hidden.body.error).toEqual({ code: 'dataset_not_found', message: 'no dataset named "q_logs" (or you may not read it)' });
+    expect(missing.body.error.message).toBe('no dataset named "no_such_dataset" (or you may not read it)');
+    // The unpublished output of job "hidden" has no name at all; an internal table name is not a dataset either.
+    expect((await q('SELECT * FROM dataset_versions', analyst.token)).status).toBe(404);
+    // Another org's admin sees none of dev's datasets.
+    const acme = await call(trace.baseUrl, 'POST', '/v1/orgs', { token: TOKEN, body: { name: 'acme', admin_email: 'root@acme.test' } });
+    expect(acme.status).toBe(201);
+    const other = await q('SELECT count(*) FROM q_blocks', acme.body.token.token);
+    expect(other.status).toBe(404);
+    expect(other.body.error.code).toBe('dataset_not_found');
+  });
+
+  it('refuses every hardening probe with a clear 4xx and no stack trace', async () => {
+    const probes: [string, number, string][] = [
+      ["SELECT * FROM read_csv('/etc/passwd')", 400, 'function_not_allowed'],
+      ["SELECT * FROM read_parquet('/tmp/*/objects/**/*.parquet')", 400, 'function_not_allowed'],
+      ['SELECT * FROM duckdb_secrets()', 400, 'function_not_allowed'],
+      ["COPY q_blocks TO '/tmp/trace-query-probe.csv'", 400, 'statement_not_allowed'],
+      ["ATTACH '/tmp/trace-query-probe.db'", 400, 'statement_not_allowed'],
+      ['INSTALL httpfs', 400, 'statement_not_allowed'],
+      ['LOAD httpfs', 400, 'statement_not_allowed'],
+      ["SET memory_limit = '100GB'", 400, 'statement_not_allowed'],
+      ['PRAGMA enable_external_access', 400, 'statement_not_allowed'],
+      ['SELECT 1; SELECT 2', 400, 'statement_not_allowed'],
+      ['SELECT * FROM main.q_blocks', 400, 'name_not_allowed'],
+      ["SELECT * FROM q_blocks WHERE block_number = (SELECT count(*) FROM read_text('/etc/hostname'))", 400, 'function_not_allowed'],
+      ['SELEC nonsense', 400, 'invalid_sql'],
+      ['SELECT no_such_column FROM q_blocks', 400, 'query_failed'],
+    ];
+    for (const [sql, status, code] of probes) {
+      const res = await q(sql);
+      expect({ sql, status: res.status, code: res.body.error?.code }).toEqual({ sql, status, code });
+      expect(res.text).not.toMatch(/\n\s+at /);
+    }
+    expect((await q('SELECT 1', TOKEN, { mode: 'bulk' })).status).toBe(400);
+    expect((await q('', TOKEN)).status).toBe(400);
+  });
+
+  it('truncates at the row limit, and interrupts a query at its timeout while serving others', async () => {
+    const big = await q('SELECT * FROM q_blocks ORDER BY block_number');
+    expect(big.body).toMatchObject({ row_count: 500, truncated: true });
+    expect(big.body.rows).toHaveLength(500);
+
+    const slow = q('SELECT count(*) FROM q_blocks a, q_blocks b, q_blocks c, q_blocks d WHERE a.gas_used + b.gas_used + c.gas_used + d.gas_used = 42');
+    const meanwhile = await q('SELECT count(*) FROM q_logs');
+    expect(meanwhile.status).toBe(200);
+    const interrupted = await slow;
+    expect(interrupted.status).toBe(408);
+    expect(interrupted.body.error).toEqual({ code: 'query_timeout', message: 'the query was interrupted after 1500 ms (TRACE_QUERY_TIMEOUT_MS)' });
+    expect((await q('SELECT count(*) FROM q_blocks')).body.rows).toEqual([[1000]]);
+  });
+});
