@@ -11,10 +11,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, chmodSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { createServer } from 'node:net';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { freePort, sleep } from './support.mts';
 import pg from 'pg';
 import { Logger, makeWorkerUtils, run as runGraphile } from 'graphile-worker';
 
@@ -32,19 +32,10 @@ const STREAM_PER_PRODUCER = Number(process.env.BENCH_STREAM ?? 1_000);
 const PACED_SECONDS = Number(process.env.BENCH_PACED_SECONDS ?? 10);
 const TOKEN = 'trc_bench-dev-token-000000000000000';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const pct = (xs: number[], p: number) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length ? s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]! : NaN;
 };
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 // ---------------------------------------------------------------- Postgres (shared by both)
 const pgDir = mkdtempSync(join(tmpdir(), 'trace-bench-pg-'));

@@ -8,9 +8,8 @@ import { generateTraffic, startAnvil, TRANSFER_TOPIC, type Anvil } from '../supp
 import { call } from '../support/http';
 import { postYaml } from '../support/org-fixture';
 import { createTestDatabase } from '../support/shared-postgres';
-import { taskFinished } from '../support/tasks';
+import { dagSettled, jobEvents, runSource } from '../support/dags';
 import { startTrace, TraceProcess } from '../support/trace-process';
-import { waitFor } from '../support/wait-for';
 
 const TOKEN = 'trc_cryo-reorg-test-dev-token-000000';
 const CHUNK = 250;
@@ -66,18 +65,8 @@ describe('cryo_ingest reorgs', () => {
     const d = await dir(name);
     return Object.fromEntries(readdirSync(d).map((f) => [f, createHash('sha256').update(readFileSync(join(d, f))).digest('hex')]));
   };
-  const runIngest = async (name: string) => {
-    const id = (await api('POST', `/v1/dags/${name}/jobs/ingest/runs`)).body.task_id;
-    const t = await taskFinished(trace.baseUrl, TOKEN, id, 120_000);
-    if (t.status !== 'succeeded') throw new Error(`ingest ${t.status}: ${JSON.stringify(t.attempts)}`);
-    return t as { events: { kind: string; start: string; end: string; cursor: string }[] };
-  };
-  /** Waits until no task of the DAG is queued or running. */
-  const settled = (name: string) =>
-    waitFor(async () => {
-      const tasks = (await api('GET', `/v1/tasks?dag=${name}&limit=1000`)).body as { status: string }[];
-      return tasks.every((t) => ['succeeded', 'failed', 'canceled'].includes(t.status)) ? tasks : undefined;
-    }, `${name} to settle`, 120_000);
+  const runIngest = (name: string) => runSource(trace.baseUrl, TOKEN, name, 'ingest') as Promise<{ events: { kind: string; start: string; end: string; cursor: string }[] }>;
+  const settled = (name: string) => dagSettled(trace.baseUrl, TOKEN, name);
   const head = async () => Number.parseInt(await anvil.rpc<string>('eth_blockNumber'), 16);
 
   beforeAll(async () => {
@@ -134,8 +123,7 @@ describe('cryo_ingest reorgs', () => {
     // The invalidation reached l2 (two levels below the ingest): it emitted one for the range.
     const tasks = await settled('chain');
     expect(tasks.every((x) => x.status === 'succeeded')).toBe(true);
-    const l2 = (await api('GET', '/v1/tasks?dag=chain&job=l2&limit=1000')).body as { id: string }[];
-    const l2Events = (await Promise.all(l2.map(async (x) => (await api('GET', `/v1/tasks/${x.id}`)).body.events))).flat() as { kind: string; start: string; end: string }[];
+    const l2Events = (await jobEvents(trace.baseUrl, TOKEN, 'chain', 'l2')) as { kind: string; start: string; end: string }[];
     expect(l2Events.filter((e) => e.kind === 'invalidation').map((e) => `${e.start}_${e.end}`)).toEqual(['1000_1249']);
 
     // A fresh ingest of the new chain, in another DAG, writes the same files, and derives the same rows.

@@ -7,9 +7,8 @@ import { generateTraffic, startAnvil, type Anvil } from '../support/anvil';
 import { call } from '../support/http';
 import { postYaml } from '../support/org-fixture';
 import { createTestDatabase } from '../support/shared-postgres';
-import { taskFinished } from '../support/tasks';
+import { currentLocation, dagSettled, runSource } from '../support/dags';
 import { startTrace, TraceProcess } from '../support/trace-process';
-import { waitFor } from '../support/wait-for';
 
 const TOKEN = 'trc_pg-output-test-dev-token-0000000';
 const OUT = '{backend: s3, update_strategy: replace, cursor: block_number, partitioning: range}';
@@ -46,15 +45,10 @@ describe('Postgres-backed outputs: append dedupes by unique_key, replace rewrite
   let db: Client;
 
   const api = (method: string, path: string) => call(trace.baseUrl, method, path, { token: TOKEN });
-  const table = async (name: string) => (await api('GET', `/v1/datasets/${name}`)).body.versions.find((v: { current: boolean }) => v.current).location as string;
+  const table = (name: string) => currentLocation(trace.baseUrl, TOKEN, name);
   const runIngest = async () => {
-    const id = (await api('POST', '/v1/dags/tables/jobs/ingest/runs')).body.task_id;
-    const t = await taskFinished(trace.baseUrl, TOKEN, id, 120_000);
-    if (t.status !== 'succeeded') throw new Error(`ingest ${t.status}: ${JSON.stringify(t.attempts)}`);
-    return waitFor(async () => {
-      const all = (await api('GET', '/v1/tasks?dag=tables&limit=1000')).body as { status: string; job: string }[];
-      return all.every((x) => ['succeeded', 'failed', 'canceled'].includes(x.status)) ? all : undefined;
-    }, 'the DAG to settle', 120_000);
+    await runSource(trace.baseUrl, TOKEN, 'tables', 'ingest');
+    return dagSettled(trace.baseUrl, TOKEN, 'tables');
   };
 
   beforeAll(async () => {

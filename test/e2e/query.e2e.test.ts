@@ -6,9 +6,8 @@ import { generateTraffic, startAnvil, type Anvil } from '../support/anvil';
 import { call } from '../support/http';
 import { addMember, postYaml } from '../support/org-fixture';
 import { createTestDatabase } from '../support/shared-postgres';
-import { taskFinished } from '../support/tasks';
+import { dagSettled, runSource } from '../support/dags';
 import { startTrace, TraceProcess } from '../support/trace-process';
-import { waitFor } from '../support/wait-for';
 
 const TOKEN = 'trc_query-test-dev-token-00000000000';
 const OUT = '{backend: s3, update_strategy: replace, cursor: block_number, partitioning: range}';
@@ -54,12 +53,8 @@ describe('the Query Service', () => {
       env: { DATABASE_URL: await createTestDatabase('query'), TRACE_DEV_TOKEN: TOKEN, TRACE_BOOTSTRAP_DEV_ORG: 'true', TRACE_DATA_DIR: dataDir, TRACE_DISPATCH_POLL_MS: '100', TRACE_QUERY_TIMEOUT_MS: '1500', TRACE_QUERY_MAX_ROWS: '500' },
     });
     expect((await postYaml(trace.baseUrl, '/v1/dags', TOKEN, dag(anvil.url))).status).toBe(201);
-    const run = (await call(trace.baseUrl, 'POST', '/v1/dags/chainq/jobs/ingest/runs', { token: TOKEN })).body.task_id;
-    expect((await taskFinished(trace.baseUrl, TOKEN, run, 60_000)).status).toBe('succeeded');
-    await waitFor(async () => {
-      const all = (await call(trace.baseUrl, 'GET', '/v1/tasks?dag=chainq&limit=1000', { token: TOKEN })).body as { status: string }[];
-      return all.length === 9 && all.every((t) => t.status === 'succeeded') ? true : undefined;
-    }, 'the DAG to settle', 60_000);
+    await runSource(trace.baseUrl, TOKEN, 'chainq', 'ingest');
+    expect((await dagSettled(trace.baseUrl, TOKEN, 'chainq', 9)).every((t) => t.status === 'succeeded')).toBe(true);
   }, 120_000);
   afterAll(async () => {
     expect(await trace?.stop()).toBe(0);

@@ -7,9 +7,8 @@ import { generateTraffic, startAnvil, type Anvil } from '../support/anvil';
 import { call } from '../support/http';
 import { postYaml } from '../support/org-fixture';
 import { createTestDatabase } from '../support/shared-postgres';
-import { taskFinished } from '../support/tasks';
+import { dagSettled, jobEvents, runSource } from '../support/dags';
 import { startTrace, TraceProcess } from '../support/trace-process';
-import { waitFor } from '../support/wait-for';
 
 const TOKEN = 'trc_ranges-test-dev-token-0000000000';
 const OUT = '{backend: s3, update_strategy: replace, cursor: block_number, partitioning: range}';
@@ -74,17 +73,10 @@ describe('range_aggregator and range_splitter', () => {
     }
   };
   const tasksOf = (job: string) => api('GET', `/v1/tasks?dag=ranges&job=${job}&limit=1000`).then((r) => r.body as { id: string; status: string }[]);
-  const settled = () =>
-    waitFor(async () => {
-      const all = (await api('GET', '/v1/tasks?dag=ranges&limit=1000')).body as { status: string }[];
-      return all.every((t) => ['succeeded', 'failed', 'canceled'].includes(t.status)) ? all : undefined;
-    }, 'the DAG to settle', 120_000);
-  const emitted = async (job: string) => (await Promise.all((await tasksOf(job)).map(async (t) => (await api('GET', `/v1/tasks/${t.id}`)).body.events))).flat() as { kind: string; start: string; end: string; payload: Record<string, unknown> }[];
+  const emitted = (job: string) => jobEvents(trace.baseUrl, TOKEN, 'ranges', job) as Promise<{ kind: string; start: string; end: string; payload: Record<string, unknown> }[]>;
   const runIngest = async () => {
-    const id = (await api('POST', '/v1/dags/ranges/jobs/ingest/runs')).body.task_id;
-    const t = await taskFinished(trace.baseUrl, TOKEN, id, 120_000);
-    if (t.status !== 'succeeded') throw new Error(`ingest ${t.status}: ${JSON.stringify(t.attempts)}`);
-    return settled();
+    await runSource(trace.baseUrl, TOKEN, 'ranges', 'ingest');
+    return dagSettled(trace.baseUrl, TOKEN, 'ranges');
   };
   const chainLogs = async (from: number, to: number) => (await anvil.rpc<unknown[]>('eth_getLogs', [{ fromBlock: `0x${from.toString(16)}`, toBlock: `0x${to.toString(16)}` }])).length;
 

@@ -8,7 +8,7 @@ import { generateTraffic, startAnvil, TRANSFER_TOPIC, type Anvil } from '../supp
 import { call } from '../support/http';
 import { postYaml } from '../support/org-fixture';
 import { createTestDatabase } from '../support/shared-postgres';
-import { taskFinished } from '../support/tasks';
+import { runSource } from '../support/dags';
 import { startTrace, TraceProcess } from '../support/trace-process';
 import { waitFor } from '../support/wait-for';
 
@@ -48,9 +48,7 @@ describe('the walkthrough: anvil ERC-20 → cryo_ingest → range_aggregator →
     expect(seed).not.toBe(written.replace('http://127.0.0.1:8545', anvil.url)); // the sizes were found and scaled
     expect((await postYaml(trace.baseUrl, '/v1/dags', TOKEN, seed)).status).toBe(201);
     const api = (method: string, path: string) => call(trace.baseUrl, method, path, { token: TOKEN });
-    const run = (await api('POST', '/v1/dags/local_erc20/jobs/ingest/runs')).body.task_id;
-    const t = await taskFinished(trace.baseUrl, TOKEN, run, 180_000);
-    if (t.status !== 'succeeded') throw new Error(`ingest ${t.status}: ${JSON.stringify(t.attempts)}`);
+    await runSource(trace.baseUrl, TOKEN, 'local_erc20', 'ingest', 180_000);
     const tasks = await waitFor(async () => {
       const all = (await api('GET', '/v1/tasks?dag=local_erc20&limit=1000')).body as { job: string; status: string; error: string | null }[];
       const done = all.every((x) => ['succeeded', 'failed', 'canceled'].includes(x.status));
