@@ -14,7 +14,7 @@ import { createRequire } from 'node:module';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { freePort, sleep } from './support.mts';
+import { freePort, sleep } from './support.mjs';
 import pg from 'pg';
 import { Logger, makeWorkerUtils, run as runGraphile } from 'graphile-worker';
 

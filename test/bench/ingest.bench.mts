@@ -9,7 +9,7 @@ import { createRequire } from 'node:module';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { freePort, sleep, median } from './support.mts';
+import { freePort, sleep, median } from './support.mjs';
 
 const require = createRequire(import.meta.url);
 const root = join(import.meta.dirname, '..', '..');

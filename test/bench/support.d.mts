@@ -1,0 +1,3 @@
+export declare const sleep: (ms: number) => Promise<void>;
+export declare const median: (xs: number[]) => number;
+export declare function freePort(): Promise<number>;
