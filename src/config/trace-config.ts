@@ -158,6 +158,20 @@ export class TraceEnv {
   @IsInt()
   TRACE_QUERY_MAX_CONCURRENT_PER_ORG!: number;
 
+  @Transform(toInt)
+  @Min(1000)
+  @IsInt()
+  TRACE_QUERY_BATCH_TIMEOUT_MS!: number;
+
+  @Matches(/^\d+(\.\d+)?\s?(KB|MB|GB|KiB|MiB|GiB)$/, { message: 'TRACE_QUERY_BATCH_MEMORY_LIMIT must be a size such as 512MB or 2GB' })
+  TRACE_QUERY_BATCH_MEMORY_LIMIT!: string;
+
+  @Transform(toInt)
+  @Min(1)
+  @Max(1000)
+  @IsInt()
+  TRACE_QUERY_BATCH_MAX_CONCURRENT_PER_ORG!: number;
+
   @IsIn(['local', 's3'])
   TRACE_OBJECT_STORE!: 'local' | 's3';
 
@@ -244,6 +258,7 @@ export class TraceConfig {
       readonly memoryLimit: string;
       readonly threads: number;
       readonly maxConcurrentPerOrg: number;
+      readonly batch: { readonly timeoutMs: number; readonly memoryLimit: string; readonly maxConcurrentPerOrg: number };
     },
     readonly storage: {
       readonly kind: 'local' | 's3';
@@ -348,6 +363,7 @@ export function loadTraceConfig(overrides: { roles?: string } = {}, env: NodeJS.
       memoryLimit: raw.TRACE_QUERY_MEMORY_LIMIT,
       threads: raw.TRACE_QUERY_THREADS,
       maxConcurrentPerOrg: raw.TRACE_QUERY_MAX_CONCURRENT_PER_ORG,
+      batch: { timeoutMs: raw.TRACE_QUERY_BATCH_TIMEOUT_MS, memoryLimit: raw.TRACE_QUERY_BATCH_MEMORY_LIMIT, maxConcurrentPerOrg: raw.TRACE_QUERY_BATCH_MAX_CONCURRENT_PER_ORG },
     },
     {
       kind: raw.TRACE_OBJECT_STORE,

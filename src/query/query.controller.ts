@@ -1,8 +1,9 @@
-import { Body, Controller, HttpCode, HttpStatus, Post } from '@nestjs/common';
+import { Body, Controller, Get, HttpCode, HttpStatus, Param, ParseUUIDPipe, Post, Res, StreamableFile } from '@nestjs/common';
+import type { Response } from 'express';
 import { ApiBearerAuth, ApiOperation, ApiProperty, ApiPropertyOptional, ApiTags } from '@nestjs/swagger';
 import { ArrayMaxSize, IsArray, IsIn, IsOptional, IsString, MaxLength, MinLength } from 'class-validator';
 import { CurrentPrincipal } from '../common/auth';
-import { badRequest, TraceError } from '../common/errors';
+import { badRequest } from '../common/errors';
 import type { Principal } from '../common/identity';
 import { QueryService } from './query.service';
 
@@ -33,12 +34,27 @@ export class QueryController {
 
   @Post()
   @HttpCode(200)
-  @ApiOperation({ summary: 'Run SQL over the published datasets you may read; each is pinned to its current version for the whole query' })
-  run(@CurrentPrincipal() p: Principal, @Body() body: QueryDto) {
+  @ApiOperation({ summary: 'Run SQL over the published datasets you may read; each is pinned to its current version for the whole query. Batch mode answers 202 with a query id.' })
+  run(@CurrentPrincipal() p: Principal, @Body() body: QueryDto, @Res({ passthrough: true }) res: Response) {
     if ((body.params ?? []).some((v) => v !== null && !['string', 'number', 'boolean'].includes(typeof v))) {
       throw badRequest('validation_failed', 'params: each value must be a string, number, boolean or null', [{ field: 'params', reason: 'each value must be a string, number, boolean or null' }]);
     }
-    if (body.mode === 'batch') throw new TraceError(HttpStatus.NOT_IMPLEMENTED, 'batch_not_available', 'batch mode is not available in this build yet; use mode "interactive"');
+    if (body.mode === 'batch') {
+      res.status(HttpStatus.ACCEPTED);
+      return this.queries.submit(p, body.sql, body.params ?? []);
+    }
     return this.queries.interactive(p, body.sql, body.params ?? []);
+  }
+
+  @Get(':id')
+  @ApiOperation({ summary: 'A batch query: status, pinned versions, row count, and where its result is (the submitter only)' })
+  status(@CurrentPrincipal() p: Principal, @Param('id', new ParseUUIDPipe({ exceptionFactory: () => badRequest('validation_failed', 'id must be a query id (UUID)') })) id: string) {
+    return this.queries.status(p, id);
+  }
+
+  @Get(':id/result')
+  @ApiOperation({ summary: 'The full result of a finished batch query, as Parquet (the submitter only)' })
+  async result(@CurrentPrincipal() p: Principal, @Param('id', new ParseUUIDPipe({ exceptionFactory: () => badRequest('validation_failed', 'id must be a query id (UUID)') })) id: string) {
+    return new StreamableFile(await this.queries.result(p, id), { type: 'application/vnd.apache.parquet', disposition: `attachment; filename="query-${id}.parquet"` });
   }
 }

@@ -1,9 +1,10 @@
-import { HttpStatus, Inject, Injectable } from '@nestjs/common';
+import { BeforeApplicationShutdown, HttpStatus, Inject, Injectable } from '@nestjs/common';
 import { DuckDBConnection, DuckDBInstance } from '@duckdb/node-api';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { DataSource } from 'typeorm';
-import { sql as query } from '../common/db';
+import { sql as query, sqlOne } from '../common/db';
+import { NodeRegistry } from '../common/lifecycle';
 import { TraceError } from '../common/errors';
 import type { Principal } from '../common/identity';
 import { OBJECT_STORE, type ObjectStore } from '../common/storage';
@@ -19,6 +20,39 @@ interface Pinned {
   dataset_version: string;
   location: string;
 }
+
+interface OpenQuery {
+  conn: DuckDBConnection;
+  pinned: Pinned[];
+  scratch: string;
+  close(): Promise<void>;
+}
+
+interface QueryRunRow {
+  id: string;
+  status: 'running' | 'succeeded' | 'failed';
+  pinned: Record<string, string>;
+  row_count: string | null;
+  result_key: string | null;
+  error: string | null;
+  created_at: Date;
+  finished_at: Date | null;
+  orphaned?: boolean;
+}
+
+export interface QueryRunView {
+  query_id: string;
+  status: 'running' | 'succeeded' | 'failed';
+  pinned: Record<string, string>;
+  row_count: number | null;
+  result: { format: 'parquet'; key: string | null; url: string } | null;
+  error: string | null;
+  created_at: Date;
+  finished_at: Date | null;
+}
+
+const statementOf = (sql: string) => sql.trim().replace(/;\s*$/, '');
+const pinnedMap = (pinned: Pinned[]) => Object.fromEntries(pinned.map((p) => [p.dataset_name, p.dataset_version]));
 
 export interface QueryAnswer {
   columns: { name: string; type: string }[];
@@ -57,31 +91,155 @@ function cell(v: unknown): unknown {
  * configured limits.
  */
 @Injectable()
-export class QueryService {
+export class QueryService implements BeforeApplicationShutdown {
   private readonly running = new Map<string, number>();
+  private readonly batches = new Map<string, number>();
+  private readonly background = new Set<Promise<void>>();
 
   constructor(
     private readonly db: DataSource,
     @Inject(OBJECT_STORE) private readonly store: ObjectStore,
     private readonly config: TraceConfig,
+    private readonly node: NodeRegistry,
   ) {}
 
   async interactive(principal: Principal, sql: string, params: unknown[] = []): Promise<QueryAnswer> {
     const started = performance.now();
     const limits = this.config.query;
-    const inFlight = this.running.get(principal.orgId) ?? 0;
-    if (inFlight >= limits.maxConcurrentPerOrg) {
-      throw new TraceError(HttpStatus.TOO_MANY_REQUESTS, 'too_many_queries', `your org already runs ${inFlight} queries (the limit is ${limits.maxConcurrentPerOrg}); try again when one has finished`);
+    const release = this.admit(this.running, principal.orgId, limits.maxConcurrentPerOrg, 'queries');
+    let q: OpenQuery | undefined;
+    try {
+      q = await this.open(principal, sql, limits.memoryLimit);
+      const reader = await this.execute(q, `SELECT * FROM (${statementOf(sql)}) AS q LIMIT ${limits.maxRows + 1}`, params, limits.timeoutMs, 'TRACE_QUERY_TIMEOUT_MS');
+      const types = reader.columnTypes();
+      const columns = reader.columnNames().map((name, i) => ({ name, type: types[i]!.toString() }));
+      const all = reader.getRowsJS();
+      const truncated = all.length > limits.maxRows;
+      const rows = (truncated ? all.slice(0, limits.maxRows) : all).map((r) => r.map(cell));
+      return { columns, rows, row_count: rows.length, truncated, pinned: pinnedMap(q.pinned), elapsed_ms: Math.round(performance.now() - started) };
+    } finally {
+      await q?.close();
+      release();
     }
-    this.running.set(principal.orgId, inFlight + 1);
+  }
+
+  /**
+   * Batch mode: the SQL is gated and its datasets pinned now (errors answer at once); the query
+   * then runs in the background under the batch limits and its whole result goes to the object
+   * store as Parquet. Answers the run's id.
+   */
+  async submit(principal: Principal, sql: string, params: unknown[] = []): Promise<{ query_id: string; status: 'running'; pinned: Record<string, string> }> {
+    const limits = this.config.query.batch;
+    const release = this.admit(this.batches, principal.orgId, limits.maxConcurrentPerOrg, 'batch queries');
+    let q: OpenQuery;
+    try {
+      q = await this.open(principal, sql, limits.memoryLimit);
+    } catch (err) {
+      release();
+      throw err;
+    }
+    const pinned = pinnedMap(q.pinned);
+    const [run] = await query<{ id: string }>(
+      this.db,
+      `INSERT INTO query_runs (org_id, user_id, sql, pinned, status, node_id) VALUES ($1, $2, $3, $4, 'running', $5) RETURNING id`,
+      [principal.orgId, principal.userId, sql, JSON.stringify(pinned), this.node.nodeId],
+    );
+    const id = run!.id;
+    const key = `org/${principal.orgId}/query/${id}/result.parquet`;
+    const work = (async () => {
+      try {
+        const out = join(q.scratch, 'result.parquet');
+        const written = await this.execute(q, `COPY (${statementOf(sql)}) TO ${lit(out)} (FORMAT parquet, COMPRESSION zstd)`, params, limits.timeoutMs, 'TRACE_QUERY_BATCH_TIMEOUT_MS');
+        const rowCount = Number(written.getRowsJS()[0]?.[0] ?? 0);
+        await this.store.putFile(key, out);
+        await this.db.query(`UPDATE query_runs SET status = 'succeeded', result_key = $2, row_count = $3, finished_at = now() WHERE id = $1`, [id, key, rowCount]);
+      } catch (err) {
+        await this.db.query(`UPDATE query_runs SET status = 'failed', error = $2, finished_at = now() WHERE id = $1`, [id, (err as Error).message.slice(0, 2000)]);
+      } finally {
+        await q.close();
+        release();
+      }
+    })();
+    this.background.add(work);
+    void work.finally(() => this.background.delete(work));
+    return { query_id: id, status: 'running', pinned };
+  }
+
+  /** A batch run, to the user who submitted it only (another user gets 404, as for anything unknown). */
+  async status(principal: Principal, id: string): Promise<QueryRunView> {
+    const run = await this.runOf(principal, id);
+    return {
+      query_id: run.id,
+      status: run.status,
+      pinned: run.pinned,
+      row_count: run.row_count === null ? null : Number(run.row_count),
+      result: run.status === 'succeeded' ? { format: 'parquet', key: run.result_key, url: `/v1/query/${run.id}/result` } : null,
+      error: run.error,
+      created_at: run.created_at,
+      finished_at: run.finished_at,
+    };
+  }
+
+  /** The Parquet bytes of a finished batch run's result. */
+  async result(principal: Principal, id: string): Promise<Buffer> {
+    const run = await this.runOf(principal, id);
+    if (run.status !== 'succeeded' || !run.result_key) throw new TraceError(HttpStatus.CONFLICT, 'result_not_ready', `query ${id} is ${run.status}; its result exists once it has succeeded`);
+    const bytes = await this.store.get(run.result_key);
+    if (!bytes) throw new TraceError(HttpStatus.GONE, 'result_gone', `the result of query ${id} is no longer in the object store`);
+    return bytes;
+  }
+
+  /** A draining process finishes the batch queries it accepted. */
+  async beforeApplicationShutdown(): Promise<void> {
+    await Promise.allSettled([...this.background]);
+  }
+
+  private async runOf(principal: Principal, id: string): Promise<QueryRunRow> {
+    const row = await sqlOne<QueryRunRow>(
+      this.db,
+      `SELECT r.id, r.status, r.pinned, r.row_count, r.result_key, r.error, r.created_at, r.finished_at,
+              (r.status = 'running' AND NOT EXISTS (SELECT 1 FROM nodes n WHERE n.id = r.node_id)) AS orphaned
+         FROM query_runs r WHERE r.id = $1 AND r.org_id = $2 AND r.user_id = $3`,
+      [id, principal.orgId, principal.userId],
+    );
+    if (!row) throw new TraceError(HttpStatus.NOT_FOUND, 'query_not_found', `no query ${id}`);
+    if (row.orphaned) {
+      // The process running it is gone: it will never finish.
+      await this.db.query(`UPDATE query_runs SET status = 'failed', error = 'the process running it stopped', finished_at = now() WHERE id = $1 AND status = 'running'`, [id]);
+      return { ...row, status: 'failed', error: 'the process running it stopped' };
+    }
+    return row;
+  }
+
+  private admit(counter: Map<string, number>, orgId: string, max: number, what: string): () => void {
+    const inFlight = counter.get(orgId) ?? 0;
+    if (inFlight >= max) throw new TraceError(HttpStatus.TOO_MANY_REQUESTS, 'too_many_queries', `your org already runs ${inFlight} ${what} (the limit is ${max}); try again when one has finished`);
+    counter.set(orgId, inFlight + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const n = (counter.get(orgId) ?? 1) - 1;
+      if (n > 0) counter.set(orgId, n);
+      else counter.delete(orgId);
+    };
+  }
+
+  /** Gate, pin, and a locked DuckDB with one view per pinned dataset. */
+  private async open(principal: Principal, sql: string, memoryLimit: string): Promise<OpenQuery> {
     await mkdir(this.config.storage.scratchDir, { recursive: true });
     const scratch = await mkdtemp(join(this.config.storage.scratchDir, 'query-'));
     let instance: DuckDBInstance | undefined;
     let conn: DuckDBConnection | undefined;
+    const close = async () => {
+      conn?.closeSync();
+      instance?.closeSync();
+      await rm(scratch, { recursive: true, force: true });
+    };
     try {
       instance = await DuckDBInstance.create(':memory:', {
-        threads: String(limits.threads),
-        memory_limit: limits.memoryLimit,
+        threads: String(this.config.query.threads),
+        memory_limit: memoryLimit,
         autoload_known_extensions: 'false',
         autoinstall_known_extensions: 'false',
         allow_community_extensions: 'false',
@@ -94,39 +252,24 @@ export class QueryService {
       await conn.run('SET enable_external_access = false');
       for (const p of pinned) await this.attach(conn, p, scratch);
       await conn.run('SET lock_configuration = true');
+      return { conn, pinned, scratch, close };
+    } catch (err) {
+      await close();
+      throw err;
+    }
+  }
 
-      const statement = sql.trim().replace(/;\s*$/, '');
-      const timer = setTimeout(() => conn?.interrupt(), limits.timeoutMs);
-      let reader;
-      try {
-        reader = await conn.runAndReadAll(`SELECT * FROM (${statement}) AS q LIMIT ${limits.maxRows + 1}`, params as never);
-      } catch (err) {
-        const message = (err as Error).message;
-        if (/INTERRUPT/i.test(message)) throw new TraceError(HttpStatus.REQUEST_TIMEOUT, 'query_timeout', `the query was interrupted after ${limits.timeoutMs} ms (TRACE_QUERY_TIMEOUT_MS)`);
-        throw new TraceError(HttpStatus.BAD_REQUEST, 'query_failed', message.split('\n')[0]!.slice(0, 2000));
-      } finally {
-        clearTimeout(timer);
-      }
-      const types = reader.columnTypes();
-      const columns = reader.columnNames().map((name, i) => ({ name, type: types[i]!.toString() }));
-      const all = reader.getRowsJS();
-      const truncated = all.length > limits.maxRows;
-      const rows = (truncated ? all.slice(0, limits.maxRows) : all).map((r) => r.map(cell));
-      return {
-        columns,
-        rows,
-        row_count: rows.length,
-        truncated,
-        pinned: Object.fromEntries(pinned.map((p) => [p.dataset_name, p.dataset_version])),
-        elapsed_ms: Math.round(performance.now() - started),
-      };
+  /** Runs one statement of the query, interrupted at the timeout; DuckDB errors become 4xx answers. */
+  private async execute(q: OpenQuery, statement: string, params: unknown[], timeoutMs: number, setting: string) {
+    const timer = setTimeout(() => q.conn.interrupt(), timeoutMs);
+    try {
+      return await q.conn.runAndReadAll(statement, params as never);
+    } catch (err) {
+      const message = (err as Error).message;
+      if (/INTERRUPT/i.test(message)) throw new TraceError(HttpStatus.REQUEST_TIMEOUT, 'query_timeout', `the query was interrupted after ${timeoutMs} ms (${setting})`);
+      throw new TraceError(HttpStatus.BAD_REQUEST, 'query_failed', message.split('\n')[0]!.slice(0, 2000));
     } finally {
-      conn?.closeSync();
-      instance?.closeSync();
-      await rm(scratch, { recursive: true, force: true });
-      const n = (this.running.get(principal.orgId) ?? 1) - 1;
-      if (n > 0) this.running.set(principal.orgId, n);
-      else this.running.delete(principal.orgId);
+      clearTimeout(timer);
     }
   }
 

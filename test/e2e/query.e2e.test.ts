@@ -1,4 +1,5 @@
-import { mkdtempSync } from 'node:fs';
+import { DuckDBInstance } from '@duckdb/node-api';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { chmod } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,6 +9,7 @@ import { addMember, postYaml } from '../support/org-fixture';
 import { createTestDatabase } from '../support/shared-postgres';
 import { dagSettled, runSource } from '../support/dags';
 import { startTrace, TraceProcess } from '../support/trace-process';
+import { waitFor } from '../support/wait-for';
 
 const TOKEN = 'trc_query-test-dev-token-00000000000';
 const OUT = '{backend: s3, update_strategy: replace, cursor: block_number, partitioning: range}';
@@ -120,6 +122,7 @@ describe('the Query Service', () => {
       expect(res.text).not.toMatch(/\n\s+at /);
     }
     expect((await q('SELECT 1', TOKEN, { mode: 'bulk' })).status).toBe(400);
+    expect((await call(trace.baseUrl, 'GET', '/v1/query/not-a-uuid', { token: TOKEN })).status).toBe(400);
     expect((await q('', TOKEN)).status).toBe(400);
   });
 
@@ -135,5 +138,44 @@ describe('the Query Service', () => {
     expect(interrupted.status).toBe(408);
     expect(interrupted.body.error).toEqual({ code: 'query_timeout', message: 'the query was interrupted after 1500 ms (TRACE_QUERY_TIMEOUT_MS)' });
     expect((await q('SELECT count(*) FROM q_blocks')).body.rows).toEqual([[1000]]);
+  });
+
+  it('batch mode: 202 with the pinned versions, runs in the background, its whole result as Parquet, for its submitter only', async () => {
+    const submitted = await q('SELECT block_number, gas_used FROM q_blocks ORDER BY block_number', TOKEN, { mode: 'batch' });
+    expect(submitted.status).toBe(202);
+    const current = (await call(trace.baseUrl, 'GET', '/v1/datasets/q_blocks', { token: TOKEN })).body.current_version;
+    expect(submitted.body).toMatchObject({ status: 'running', pinned: { q_blocks: current } });
+    const id = submitted.body.query_id as string;
+    const done = await waitFor(async () => {
+      const s = (await call(trace.baseUrl, 'GET', `/v1/query/${id}`, { token: TOKEN })).body;
+      return s.status !== 'running' ? s : undefined;
+    }, 'the batch query to finish', 60_000);
+    // No row limit in batch mode: all 1,000 rows (the interactive limit here is 500).
+    expect(done).toMatchObject({ query_id: id, status: 'succeeded', row_count: 1000, pinned: { q_blocks: current }, result: { format: 'parquet', url: `/v1/query/${id}/result` }, error: null });
+    const res = await fetch(`${trace.baseUrl}${done.result.url}`, { headers: { authorization: `Bearer ${TOKEN}` } });
+    expect(res.headers.get('content-type')).toBe('application/vnd.apache.parquet');
+    const path = join(mkdtempSync(join(tmpdir(), 'trace-query-result-')), 'r.parquet');
+    writeFileSync(path, Buffer.from(await res.arrayBuffer()));
+    const duck = await DuckDBInstance.create(':memory:');
+    const conn = await duck.connect();
+    expect((await conn.runAndReadAll(`SELECT count(*)::INT AS n, min(block_number)::INT AS lo, max(block_number)::INT AS hi FROM read_parquet('${path}')`)).getRowObjectsJS()).toEqual([{ n: 1000, lo: 0, hi: 999 }]);
+    conn.closeSync();
+    duck.closeSync();
+
+    // Another user of the org cannot see it; bad SQL and unknown datasets are refused at submission.
+    const other = await addMember(trace.baseUrl, TOKEN, 'dev', 'other@query.test', ['analyst']);
+    expect((await call(trace.baseUrl, 'GET', `/v1/query/${id}`, { token: other.token })).status).toBe(404);
+    expect((await call(trace.baseUrl, 'GET', `/v1/query/${id}/result`, { token: other.token })).status).toBe(404);
+    expect((await q('SELECT * FROM nowhere', TOKEN, { mode: 'batch' })).status).toBe(404);
+    expect((await q("COPY q_blocks TO '/tmp/x'", TOKEN, { mode: 'batch' })).status).toBe(400);
+    // A failure while running is recorded on the run.
+    const failing = await q("SELECT CAST('not a number' AS INTEGER) FROM q_blocks", TOKEN, { mode: 'batch' });
+    const failed = await waitFor(async () => {
+      const s = (await call(trace.baseUrl, 'GET', `/v1/query/${failing.body.query_id}`, { token: TOKEN })).body;
+      return s.status !== 'running' ? s : undefined;
+    }, 'the failing batch query', 60_000);
+    expect(failed).toMatchObject({ status: 'failed', result: null });
+    expect(failed.error).toMatch(/Conversion Error/);
+    expect((await call(trace.baseUrl, 'GET', `/v1/query/${failing.body.query_id}/result`, { token: TOKEN })).body.error.code).toBe('result_not_ready');
   });
 });
