@@ -1,5 +1,6 @@
 import { DuckDBInstance } from '@duckdb/node-api';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { Client } from 'pg';
 import { chmod } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -43,16 +44,18 @@ publish:
 describe('the Query Service', () => {
   let anvil: Anvil;
   let trace: TraceProcess;
+  let databaseUrl: string;
+  let dataDir: string;
   const q = (sql: string, token = TOKEN, extra: Record<string, unknown> = {}) => call(trace.baseUrl, 'POST', '/v1/query', { token, body: { sql, mode: 'interactive', ...extra } });
 
   beforeAll(async () => {
     anvil = await startAnvil();
     await generateTraffic(anvil, 1000, 40);
-    const dataDir = mkdtempSync(join(tmpdir(), 'trace-query-'));
+    dataDir = mkdtempSync(join(tmpdir(), 'trace-query-'));
     await chmod(dataDir, 0o755);
     trace = await startTrace({
       args: ['--role', 'all'],
-      env: { DATABASE_URL: await createTestDatabase('query'), TRACE_DEV_TOKEN: TOKEN, TRACE_BOOTSTRAP_DEV_ORG: 'true', TRACE_DATA_DIR: dataDir, TRACE_DISPATCH_POLL_MS: '100', TRACE_QUERY_TIMEOUT_MS: '1500', TRACE_QUERY_MAX_ROWS: '500' },
+      env: { DATABASE_URL: (databaseUrl = await createTestDatabase('query')), TRACE_DEV_TOKEN: TOKEN, TRACE_BOOTSTRAP_DEV_ORG: 'true', TRACE_DATA_DIR: dataDir, TRACE_DISPATCH_POLL_MS: '100', TRACE_QUERY_TIMEOUT_MS: '1500', TRACE_QUERY_MAX_ROWS: '500' },
     });
     expect((await postYaml(trace.baseUrl, '/v1/dags', TOKEN, dag(anvil.url))).status).toBe(201);
     await runSource(trace.baseUrl, TOKEN, 'chainq', 'ingest');
@@ -177,5 +180,48 @@ describe('the Query Service', () => {
     expect(failed).toMatchObject({ status: 'failed', result: null });
     expect(failed.error).toMatch(/Conversion Error/);
     expect((await call(trace.baseUrl, 'GET', `/v1/query/${failing.body.query_id}/result`, { token: TOKEN })).body.error.code).toBe('result_not_ready');
+  });
+
+  it('pins each dataset when the query starts: a version swap after that does not move it; the next query sees the new version', async () => {
+    const d = (await call(trace.baseUrl, 'GET', '/v1/datasets/q_blocks', { token: TOKEN })).body;
+    const old = d.versions.find((v: { current: boolean }) => v.current);
+    // A second version of q_blocks holding only its first range, as a rebuild would leave it.
+    const db = new Client({ connectionString: databaseUrl });
+    await db.connect();
+    const { rows } = await db.query(
+      `INSERT INTO dataset_versions (dataset_version, dataset_uuid, dag_version_id, status, location)
+       SELECT gen_random_uuid(), dataset_uuid, dag_version_id, 'ready', '' FROM dataset_versions WHERE dataset_version = $1 RETURNING dataset_version`,
+      [old.dataset_version],
+    );
+    const next = rows[0].dataset_version as string;
+    const location = old.location.replace(old.dataset_version, next);
+    await db.query(`UPDATE dataset_versions SET location = $2 WHERE dataset_version = $1`, [next, location]);
+    mkdirSync(join(dataDir, 'objects', location), { recursive: true });
+    copyFileSync(join(dataDir, 'objects', old.location, '0_249.parquet'), join(dataDir, 'objects', location, '0_249.parquet'));
+
+    // Started before the swap (a batch query is pinned when it is accepted) ...
+    const before = await q('SELECT count(*) AS n FROM q_blocks', TOKEN, { mode: 'batch' });
+    expect(before.body.pinned).toEqual({ q_blocks: old.dataset_version });
+    // ... the swap: one statement moves the DAG's pointer to the new version ...
+    await db.query(`UPDATE dag_dataset_pointers SET dataset_version = $1 WHERE dataset_version = $2`, [next, old.dataset_version]);
+    // ... a query started after it sees only the new version ...
+    const after = await q('SELECT count(*) AS n FROM q_blocks');
+    expect(after.body).toMatchObject({ rows: [[250]], pinned: { q_blocks: next } });
+    // ... and the one started before sees only the old one.
+    const done = await waitFor(async () => {
+      const st = (await call(trace.baseUrl, 'GET', `/v1/query/${before.body.query_id}`, { token: TOKEN })).body;
+      return st.status !== 'running' ? st : undefined;
+    }, 'the pinned batch query', 60_000);
+    expect(done).toMatchObject({ status: 'succeeded', pinned: { q_blocks: old.dataset_version } });
+    const res = await fetch(`${trace.baseUrl}${done.result.url}`, { headers: { authorization: `Bearer ${TOKEN}` } });
+    const path = join(mkdtempSync(join(tmpdir(), 'trace-query-pin-')), 'r.parquet');
+    writeFileSync(path, Buffer.from(await res.arrayBuffer()));
+    const duck = await DuckDBInstance.create(':memory:');
+    const conn = await duck.connect();
+    expect((await conn.runAndReadAll(`SELECT n::INT AS n FROM read_parquet('${path}')`)).getRowObjectsJS()).toEqual([{ n: 1000 }]);
+    conn.closeSync();
+    duck.closeSync();
+    await db.query(`UPDATE dag_dataset_pointers SET dataset_version = $1 WHERE dataset_version = $2`, [old.dataset_version, next]);
+    await db.end();
   });
 });
