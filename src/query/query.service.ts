@@ -51,7 +51,8 @@ export interface QueryRunView {
   finished_at: Date | null;
 }
 
-const statementOf = (sql: string) => sql.trim().replace(/;\s*$/, '');
+/** The user's SELECT, ready to be wrapped: no trailing `;`, and a newline so a trailing `--` comment cannot swallow the wrapper. */
+const statementOf = (sql: string) => `${sql.trim().replace(/;(\s*--[^\n]*)*\s*$/, '')}\n`;
 const pinnedMap = (pinned: Pinned[]) => Object.fromEntries(pinned.map((p) => [p.dataset_name, p.dataset_version]));
 
 export interface QueryAnswer {

@@ -81,6 +81,10 @@ describe('the Query Service', () => {
     // Parameters bind as values; CTEs are the query's own names.
     const p = await q('WITH recent AS (SELECT * FROM q_blocks WHERE block_number >= $1) SELECT count(*) AS n FROM recent', TOKEN, { params: [900] });
     expect(p.body.rows).toEqual([[100]]);
+    // A trailing comment or semicolon is the user's business, not the wrapper's.
+    expect((await q('SELECT count(*) FROM q_blocks; -- all of them')).body.rows).toEqual([[1000]]);
+    expect((await q('SELECT count(*) FROM q_blocks -- all of them')).body.rows).toEqual([[1000]]);
+    expect((await q('SELECT count(*) FROM q_blocks;')).body.rows).toEqual([[1000]]);
   });
 
   it('applies the read rule: a dataset you may not read, an unpublished one and another org\'s all look like nothing', async () => {
