@@ -113,7 +113,7 @@ class Ingest {
         // Before finishing, check the tip once more: a reorg of the ranges already written is
         // re-ingested now rather than left for the next run.
         if (this.written.length) await this.verifyTip(safe);
-        if (!this.config.follow_head || !this.nextRange() || Date.now() > deadline) return;
+        return;
       }
       if (!progressed) await sleep(this.config.poll_interval_ms, this.ctx.signal);
     }
