@@ -64,6 +64,9 @@ function configureHttp(app: NestExpressApplication): void {
   app.useBodyParser('json', { limit: '1mb' });
   app.useBodyParser('text', { type: ['application/yaml', 'application/x-yaml', 'text/yaml', 'text/plain'], limit: '1mb' });
   app.disable('x-powered-by');
+  // No ETags: nothing here is served conditionally, and hashing every answer cost the task path
+  // (whose answers carry task payloads) measurable CPU per call (docs/benchmarks.md).
+  app.set('etag', false);
   const openapi = new DocumentBuilder()
     .setTitle('Trace')
     .setDescription('On-chain data pipelines: DAGs, datasets, queries')

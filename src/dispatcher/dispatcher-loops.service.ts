@@ -4,7 +4,8 @@ import { BackgroundLoops } from '../common/lifecycle';
 import { JsonLogger } from '../common/logging/json-logger';
 import { TraceConfig } from '../config';
 import { Reaper } from './core/reaper.service';
-import { TaskStarter, type JobKey } from './core/task-starter.service';
+import { MeterSignal, type JobKey } from './core/meter-signal';
+import { TaskStarter } from './core/task-starter.service';
 import { LambdaDispatch } from './lambda/lambda-dispatch.service';
 import { TASK_TRANSPORT, type TaskTransport } from './transport/task-transport';
 
@@ -25,6 +26,7 @@ export class DispatcherLoops implements OnApplicationBootstrap, BeforeApplicatio
     starter: TaskStarter,
     lambda: LambdaDispatch,
     reaper: Reaper,
+    meter: MeterSignal,
     config: TraceConfig,
     logger: JsonLogger,
     @Inject(DATABASE_TARGET) target: DatabaseTarget,
@@ -70,6 +72,11 @@ export class DispatcherLoops implements OnApplicationBootstrap, BeforeApplicatio
       // The outbox relay: started attempts go to the queue as {"task_id"} messages.
       loops.register({ name: RELAY_LOOP, intervalMs: config.dispatch.pollMs, tick: async () => void (await transport.relay()) });
     }
+    // Events and completions handled by this process wake metering directly (MeterSignal).
+    meter.attach((jobs) => {
+      for (const job of jobs) this.named.set(`${job.dag_id} ${job.job_name}`, job);
+      this.loops.wake(START_LOOP);
+    });
     this.listener = new PgListener(
       target,
       ['trace_tasks', 'trace_dispatch'],

@@ -16,9 +16,10 @@ import { TaskRunner } from './task-runner';
 const RECEIVE_LOOP = 'wrapper.receive';
 
 /**
- * The `wrapper` role: receives started attempts from the transport (local: the dispatch_queue
- * table, claimed with SKIP LOCKED and woken by NOTIFY), fetches each payload and runs it, up to
- * TRACE_WRAPPER_CONCURRENCY at once. On drain it stops receiving and waits for running tasks.
+ * The `wrapper` role: receives started attempts from the transport (local: claimed through the
+ * dispatcher, arriving with their payloads, woken by NOTIFY; SQS: thin messages, each payload
+ * fetched) and runs them, up to TRACE_WRAPPER_CONCURRENCY at once. On drain it stops receiving
+ * and waits for running tasks.
  */
 @Injectable()
 export class WorkerService implements OnApplicationBootstrap, BeforeApplicationShutdown {
@@ -78,6 +79,7 @@ export class WorkerService implements OnApplicationBootstrap, BeforeApplicationS
     await this.listener?.stop();
     await Promise.all(this.running);
     await Promise.all(this.completing);
+    this.client?.close();
     await this.transport.close();
   }
 
@@ -85,7 +87,7 @@ export class WorkerService implements OnApplicationBootstrap, BeforeApplicationS
     if (!this.ready()) return;
     const free = this.config.dispatch.wrapperConcurrency - this.running.size;
     if (free <= 0) return;
-    const messages = await this.transport.receive(free);
+    const messages = await this.transport.receive(free, this.client!);
     for (const m of messages) {
       const job = this.handle(m).finally(() => {
         this.running.delete(job);
@@ -98,16 +100,18 @@ export class WorkerService implements OnApplicationBootstrap, BeforeApplicationS
   private async handle(message: DispatchMessage): Promise<void> {
     const taskId = message.taskId;
     try {
-      let payload;
-      try {
-        payload = await this.client!.fetchTask(taskId);
-      } catch (err) {
-        // The dispatcher answered (e.g. stale: not runnable) → the message is spent. No answer → leave
-        // it; the transport redelivers, or the reaper retries the attempt.
-        if (err instanceof DispatcherCallError) await message.ack();
-        throw err;
+      let payload = message.payload;
+      if (!payload) {
+        try {
+          payload = await this.client!.fetchTask(taskId);
+        } catch (err) {
+          // The dispatcher answered (e.g. stale: not runnable) → the message is spent. No answer → leave
+          // it; the transport redelivers, or the reaper retries the attempt.
+          if (err instanceof DispatcherCallError) await message.ack();
+          throw err;
+        }
       }
-      if (!message.spentByFetch) await message.ack();
+      await message.ack();
       const { completed } = await this.runner!.run(payload);
       // The operator is done, so its slot is free; the completion finishes in the background.
       this.completing.add(completed);

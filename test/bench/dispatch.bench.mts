@@ -4,9 +4,10 @@
  * workers run) and paced (200 events/s). Results go to docs/benchmarks.md.
  *
  * Trace's side is the real dispatcher process (registry,dispatcher roles) and, as workers,
- * loops that do exactly what a wrapper does around an operator: take a started attempt from
- * the local transport, GET /internal/task-fetch, POST /internal/task-complete. Operator code is
- * not run (both sides run no-op jobs).
+ * loops that do exactly what a wrapper does around an operator: claim started attempts through
+ * the local transport (POST /internal/task-claim, which binds them and returns their payloads)
+ * and complete them (POST /internal/task-complete[-batch]). Operator code is not run (both sides
+ * run no-op jobs).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, chmodSync } from 'node:fs';
@@ -14,7 +15,7 @@ import { createRequire } from 'node:module';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { freePort, sleep } from './support.mjs';
+import { cpuMsOf, cpuMsOfPid, freePort, sleep } from './support.mjs';
 import pg from 'pg';
 import { Logger, makeWorkerUtils, run as runGraphile } from 'graphile-worker';
 
@@ -22,7 +23,6 @@ const require = createRequire(import.meta.url);
 const root = join(import.meta.dirname, '..', '..');
 const { EmbeddedPostgres } = require(join(root, 'dist/src/common/db/embedded-postgres.js'));
 const { JsonLogger } = require(join(root, 'dist/src/common/logging/json-logger.js'));
-const { createDataSource } = require(join(root, 'dist/src/common/db/data-source.js'));
 const { LocalTransport } = require(join(root, 'dist/src/dispatcher/transport/local-transport.js'));
 const { DispatcherClient } = require(join(root, 'dist/src/wrapper/dispatcher-client.js'));
 
@@ -127,13 +127,7 @@ async function postEvents(token: string, n: number) {
 interface Run { latencies: number[]; done: number; stop: boolean }
 /** WORKERS loops doing a wrapper's job around a no-op operator. */
 async function traceWorkers(r: Run) {
-  const ds = await createDataSource({ host: target.host, port: target.port, user: 'trace', database: 'bench_trace', label: 'bench' }, WORKERS + 2).initialize();
-  // The bench workers are one node, like a wrapper process: claims by live nodes stay claimed.
-  const nodeId = '00000000-0000-4000-8000-00000000be4c';
-  const heartbeat = () => ds.query(`INSERT INTO nodes (id, roles, hostname, pid) VALUES ($1, '{wrapper}', 'bench', $2) ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()`, [nodeId, process.pid]);
-  await heartbeat();
-  const beating = setInterval(() => void heartbeat(), 2000);
-  const transport = new LocalTransport(ds, nodeId);
+  const transport = new LocalTransport();
   // Like the wrapper: an empty claim waits for NOTIFY trace_dispatch (or the poll interval).
   const listener = new pg.Client({ host: target.host, port: target.port, user: 'trace', database: 'bench_trace' });
   await listener.connect();
@@ -147,21 +141,14 @@ async function traceWorkers(r: Run) {
   });
   await listener.query('LISTEN trace_dispatch');
   const client = new DispatcherClient(base, platform, ''); // no node id: the bench workers are not in `nodes`
-  // As the wrapper does (src/wrapper/worker.service.ts): receive up to the free capacity, handle
-  // each message concurrently; the client sends the fetches (and completions) made together in one call.
+  // As the wrapper does (src/wrapper/worker.service.ts): claim up to the free capacity (each
+  // attempt arrives bound, with its payload), run each concurrently; completions made together
+  // go in one call.
   let running = 0;
   let freed: () => void = () => undefined;
-  const handle = async (m: { taskId: string; spentByFetch: boolean; ack(): Promise<void> }) => {
+  const handle = async (m: { payload?: { attempt_token: string; input: { event: { partition_key?: string } } | null } }) => {
     try {
-      let payload;
-      try {
-        payload = await client.fetchTask(m.taskId);
-      } catch (err) {
-        await m.ack();
-        if ((err as { code?: string }).code === 'stale_attempt') return; // a producer's own source run
-        throw err;
-      }
-      if (!m.spentByFetch) await m.ack();
+      const payload = m.payload!;
       const key = payload.input?.event.partition_key;
       const t0 = key ? submitted.get(key) : undefined;
       if (t0 !== undefined) r.latencies.push(performance.now() - t0);
@@ -179,7 +166,7 @@ async function traceWorkers(r: Run) {
       continue;
     }
     const seen = generation;
-    const messages = await transport.receive(WORKERS - running);
+    const messages = await transport.receive(WORKERS - running, client);
     if (messages.length === 0) {
       if (generation === seen) await Promise.race([woken, sleep(100)]);
       continue;
@@ -188,9 +175,7 @@ async function traceWorkers(r: Run) {
     for (const m of messages) void handle(m);
   }
   while (running > 0) await new Promise<void>((res) => (freed = res));
-  clearInterval(beating);
   await listener.end();
-  await ds.destroy();
 }
 async function traceQueued(): Promise<number> {
   const { rows } = await traceDb.query(`SELECT count(*)::int AS n FROM tasks WHERE job_name = 'noop' AND status IN ('queued', 'running')`);
@@ -235,26 +220,36 @@ type Side = 'trace' | 'graphile' | 'graphile (batched)';
 const results: Record<string, Record<Side, string>> = {};
 const record = (scenario: string, side: Side, value: string) => ((results[scenario] ??= {} as Record<Side, string>)[side] = value);
 
+/** CPU time so far: Postgres (every backend), the Trace process, and this process (the workers; graphile-worker runs here). */
+const cpuNow = () => ({ postgres: cpuMsOf(['postgres']), trace: dispatcher.pid ? cpuMsOfPid(dispatcher.pid) : 0, bench: (process.cpuUsage().user + process.cpuUsage().system) / 1000 });
+const cpuPerTask: Record<string, string> = {};
+
 async function burn(side: Side) {
   const r: Run = { latencies: [], done: 0, stop: false };
   if (side === 'trace') {
     const token = await producer();
     for (let i = 0; i < BURN; i += 1000) await postEvents(token, Math.min(1000, BURN - i));
     await waitFor(async () => (await traceQueued()) >= BURN); // accepted and fanned out into tasks
+    const c0 = cpuNow();
     const t = performance.now();
     const workers = traceWorkers(r);
     await waitFor(() => r.done >= BURN);
     const secs = (performance.now() - t) / 1000;
+    const c1 = cpuNow();
     r.stop = true;
     await workers;
+    cpuPerTask[side] = `Postgres ${((c1.postgres - c0.postgres) / BURN).toFixed(2)}, Trace process ${((c1.trace - c0.trace) / BURN).toFixed(2)}, workers ${((c1.bench - c0.bench) / BURN).toFixed(2)}`;
     return BURN / secs;
   }
   for (let i = 0; i < BURN; i += 1000) await gAdd(Math.min(1000, BURN - i));
+  const c0 = cpuNow();
   const t = performance.now();
   const runner = await graphileRunner(r, side === 'graphile (batched)');
   await waitFor(() => r.done >= BURN);
   const secs = (performance.now() - t) / 1000;
+  const c1 = cpuNow();
   await runner.stop();
+  cpuPerTask[side] = `Postgres ${((c1.postgres - c0.postgres) / BURN).toFixed(2)}, graphile-worker ${((c1.bench - c0.bench) / BURN).toFixed(2)}`;
   return BURN / secs;
 }
 
@@ -327,6 +322,9 @@ for (const [scenario, v] of Object.entries(results)) {
   const ratio = (a: string, b: string) => (Number(a) / Number(b)).toFixed(2);
   console.log(`| ${scenario} | ${v.trace} | ${v.graphile} | ${v['graphile (batched)']} | ${ratio(v.trace, v.graphile)} | ${ratio(v.trace, v['graphile (batched)'])} |`);
 }
+
+console.log('\nburn, CPU ms per task:');
+for (const [side, v] of Object.entries(cpuPerTask)) console.log(`- ${side}: ${v}`);
 
 if (STATEMENTS) {
   await traceDb.query('CREATE EXTENSION IF NOT EXISTS pg_stat_statements');

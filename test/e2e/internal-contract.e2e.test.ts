@@ -236,4 +236,38 @@ describe('the internal contract: attempt gating, idempotent events, cancel', () 
     const twice = await call(url, 'POST', '/internal/task-complete-batch', { token: platform, body: { completions: [{ attempt_token: fa.attempt_token, status: 'succeeded' }] } });
     expect(twice.body.results[0]).toMatchObject({ status_code: 409, error: { code: 'stale_attempt' } });
   });
+  it('task-claim (the local transport) binds the oldest started attempts, each to one caller only, with their payloads', async () => {
+    const claim = (max: unknown, token = platform, extra: object = {}) => call(url, 'POST', '/internal/task-claim', { token, body: { max, ...extra } });
+    // Earlier tests leave started attempts nobody fetched: take them first.
+    while ((await claim(100)).body.tasks.length > 0);
+    expect((await postYaml(url, '/v1/dags', TOKEN, DAG('1h', 5, 'claimed'))).status).toBe(201);
+    const ids = [await trigger('claimed'), await trigger('claimed'), await trigger('claimed')];
+    for (const id of ids) await started(id);
+
+    // Two wrappers claiming at once share nothing (SKIP LOCKED), and together take all three.
+    const [first, second] = await Promise.all([claim(2), claim(2)]);
+    expect([first.status, second.status]).toEqual([200, 200]);
+    const claimed = [...first.body.tasks, ...second.body.tasks];
+    expect(claimed.map((t: { task_id: string }) => t.task_id).sort()).toEqual([...ids].sort());
+    for (const t of claimed) expect(t).toMatchObject({ status: 'Ready', attempt: 1, job: { name: 'source' }, dag: { name: 'claimed' } });
+    expect(new Set(claimed.map((t: { attempt_token: string }) => t.attempt_token)).size).toBe(3);
+    expect((await claim(5)).body.tasks).toEqual([]);
+
+    // A claimed attempt is bound: fetching it again is refused; its token completes it.
+    expect((await fetchTask(ids[0]!)).body.error.code).toBe('stale_attempt');
+    const mine = claimed.find((t: { task_id: string }) => t.task_id === ids[0])!;
+    expect((await call(url, 'POST', '/internal/task-complete', { token: mine.attempt_token, body: { status: 'succeeded' } })).body.status).toBe('succeeded');
+
+    // Refused, naming the field: bad max, unknown fields; user tokens and attempt tokens.
+    for (const bad of [0, 101, 2.5, '2', null]) {
+      const res = await claim(bad);
+      expect(res.status).toBe(400);
+      expect(res.body.error.details).toEqual([{ field: 'max', reason: 'must be an integer from 1 to 100' }]);
+    }
+    const extra = await claim(1, platform, { task_ids: [] });
+    expect(extra.status).toBe(400);
+    expect(extra.body.error.details).toEqual([{ field: 'task_ids', reason: 'is not a known field' }]);
+    expect((await claim(1, TOKEN)).status).toBe(401);
+    expect((await claim(1, mine.attempt_token)).status).toBe(401);
+  });
 });

@@ -71,7 +71,7 @@ jobs:
     expect(new Set(readers.map((r) => r.event_id)).size).toBe(5);
   });
 
-  it('a message a dead wrapper claimed but never fetched is taken by another wrapper; a live claim is left alone', async () => {
+  it('an attempt claimed by a wrapper that died is retried and run by another wrapper; a live claim is left alone', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'trace-claim-'));
     await chmod(dataDir, 0o755);
     const databaseUrl = await createTestDatabase('claim');
@@ -98,18 +98,23 @@ jobs:
       await db.query(`INSERT INTO nodes (id, roles, hostname, pid) VALUES ($1, '{wrapper}', 'busy', 1)`, [live]);
       const orphan = (await call(url, 'POST', '/v1/dags/claims/jobs/source/runs', { token: TOKEN })).body.task_id as string;
       const held = (await call(url, 'POST', '/v1/dags/claims/jobs/source/runs', { token: TOKEN })).body.task_id as string;
-      await waitFor(async () => (await db.query('SELECT count(*)::int AS n FROM dispatch_queue')).rows[0].n === 2 || undefined, 'both attempts on the queue');
-      // One claimed by a node that no longer exists, one by a live node; neither was fetched.
-      await db.query(`UPDATE dispatch_queue SET claimed_by = gen_random_uuid(), claimed_at = now() WHERE task_id = $1`, [orphan]);
-      await db.query(`UPDATE dispatch_queue SET claimed_by = $2, claimed_at = now() WHERE task_id = $1`, [held, live]);
+      const claimable = `SELECT count(*)::int AS n FROM task_attempts WHERE delivery = 'local' AND token_hash IS NULL AND finished_at IS NULL`;
+      await waitFor(async () => (await db.query(claimable)).rows[0].n === 2 || undefined, 'both attempts started and claimable');
+      // As POST /internal/task-claim binds them: one to a node that no longer exists, one to a live node.
+      await db.query(`UPDATE task_attempts SET token_hash = sha256(gen_random_uuid()::text::bytea), wrapper_node = gen_random_uuid() WHERE task_id = $1`, [orphan]);
+      await db.query(`UPDATE task_attempts SET token_hash = sha256(gen_random_uuid()::text::bytea), wrapper_node = $2 WHERE task_id = $1`, [held, live]);
 
       const internalToken = readFileSync(join(dataDir, 'internal-token'), 'utf8').trim();
       const wrapper = await startTrace({ args: ['--role', 'wrapper'], env: { DATABASE_URL: databaseUrl, TRACE_DISPATCHER_URL: url, TRACE_INTERNAL_TOKEN: internalToken, TRACE_CODE_ROOT: CODE_ROOT, TRACE_DISPATCH_POLL_MS: '200' } });
       procs.push(wrapper);
-      expect((await taskFinished(url, TOKEN, orphan)).status).toBe('succeeded');
+      const retried = await taskFinished(url, TOKEN, orphan);
+      expect(retried.status).toBe('succeeded');
+      expect(retried.attempts.map((a: { outcome: string }) => a.outcome)).toEqual(['timed_out', 'succeeded']);
+      expect(retried.attempts[0].error).toBe('the wrapper running it stopped');
       const stillHeld = (await call(url, 'GET', `/v1/tasks/${held}`, { token: TOKEN })).body;
       expect(stillHeld.status).toBe('running');
-      expect((await db.query('SELECT claimed_by FROM dispatch_queue WHERE task_id = $1', [held])).rows).toEqual([{ claimed_by: live }]);
+      expect(stillHeld.attempts).toHaveLength(1);
+      expect((await db.query('SELECT wrapper_node FROM task_attempts WHERE task_id = $1', [held])).rows).toEqual([{ wrapper_node: live }]);
     } finally {
       await db.end();
     }

@@ -6,6 +6,7 @@ import { notFound, TraceError, unauthorized } from '../../common/errors';
 import { hashToken } from '../../common/identity';
 import { SecretCipher } from '../../common/keys/secret-cipher';
 import { ingestEvents } from './event-ingest';
+import { MeterSignal, type JobKey } from './meter-signal';
 import { outputKeys, SpecCache } from './spec-cache';
 import type { EmittedEvent, EventRef, OutputRef, TaskPayload } from './task-payload';
 
@@ -58,6 +59,84 @@ const PAYLOAD_COLUMNS = `
      LEFT JOIN dataset_versions dv ON dv.dataset_version = p.dataset_version
     WHERE d.dag_id = t.dag_id) AS outputs`;
 
+/**
+ * The rows a payload joins to its task `t`, each by its key. The probes are LATERAL with LIMIT 1 so
+ * that they stay index lookups per task in a cached generic plan, whatever the tables' sizes
+ * were when the plan was made (a plan made on near-empty tables otherwise hash-joins full scans).
+ */
+const PAYLOAD_JOINS = `
+  CROSS JOIN LATERAL (SELECT name FROM dags WHERE id = t.dag_id LIMIT 1) g
+  CROSS JOIN LATERAL (SELECT id, number FROM dag_versions WHERE id = t.dag_version_id LIMIT 1) v`;
+
+// The task path's hot statements, run as named statements with generic plans (prepared()).
+// Exported for the test that checks their generic plans stay index lookups on empty tables.
+
+/** Local transport: claim, bind and fetch up to $1 started attempts ($2: token hashes, $3: wrapper node). */
+export const TASK_CLAIM_SQL = `WITH c AS (
+     SELECT s.task_id, s.attempt, row_number() OVER () AS n FROM (
+       SELECT task_id, attempt FROM task_attempts
+        WHERE delivery = 'local' AND token_hash IS NULL AND finished_at IS NULL
+        ORDER BY started_at, task_id LIMIT $1 FOR UPDATE SKIP LOCKED) s
+   ), a AS (
+     UPDATE task_attempts a SET token_hash = x.token_hash, wrapper_node = $3
+       FROM c JOIN unnest($2::bytea[]) WITH ORDINALITY AS x(token_hash, n) ON x.n = c.n
+      WHERE a.task_id = c.task_id AND a.attempt = c.attempt
+     RETURNING a.task_id, a.deadline_at, a.pool_slot, x.n
+   )
+   SELECT a.n, ${PAYLOAD_COLUMNS}
+     FROM a CROSS JOIN LATERAL (SELECT * FROM tasks WHERE id = a.task_id LIMIT 1) t ${PAYLOAD_JOINS}
+    ORDER BY a.n`;
+
+/** Bind the current attempts of the tasks $1 with token hashes $2 for wrapper node $3; read their payloads. */
+export const TASK_FETCH_SQL = `WITH x AS (SELECT * FROM unnest($1::uuid[], $2::bytea[]) AS x(task_id, token_hash)),
+        t AS (SELECT t.* FROM x CROSS JOIN LATERAL (SELECT * FROM tasks WHERE id = x.task_id FOR UPDATE) t),
+        b AS (UPDATE task_attempts a SET token_hash = x.token_hash, wrapper_node = $3
+                FROM t JOIN x ON x.task_id = t.id
+               WHERE a.task_id = t.id AND a.attempt = t.attempt AND t.status = 'running' AND a.token_hash IS NULL
+              RETURNING a.task_id),
+        -- The attempts are bound: their outbox rows (if any) are spent with them.
+        q AS (DELETE FROM dispatch_queue d USING b, t WHERE d.task_id = b.task_id AND t.id = b.task_id AND d.attempt = t.attempt)
+   SELECT t.status, b.task_id IS NOT NULL AS bound, ${PAYLOAD_COLUMNS}
+     FROM t LEFT JOIN b ON b.task_id = t.id ${PAYLOAD_JOINS}
+     LEFT JOIN LATERAL (SELECT deadline_at, pool_slot FROM task_attempts WHERE task_id = t.id AND attempt = t.attempt LIMIT 1) a ON true`;
+
+/** Completions ($1 token hashes, $2 outcomes, $3 errors), NOTIFY if $4: the gated state change. */
+export const TASK_FINISH_SQL = `WITH x AS (
+     SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[]) AS x(token_hash, outcome, error)
+   ), a AS (
+     SELECT x.token_hash, x.outcome, x.error, a.task_id, a.attempt, a.outcome AS prior_outcome, t.attempt AS task_attempt,
+            t.status AS task_status, t.cancel_requested, t.max_attempts, t.dag_id, t.job_name
+       FROM x
+       CROSS JOIN LATERAL (SELECT * FROM task_attempts WHERE token_hash = x.token_hash LIMIT 1) a
+       CROSS JOIN LATERAL (SELECT * FROM tasks WHERE id = a.task_id LIMIT 1) t
+      ORDER BY t.id
+      FOR UPDATE OF t
+   ), d AS (
+     SELECT a.*, CASE WHEN a.outcome = 'failed' AND NOT a.cancel_requested AND a.attempt < a.max_attempts THEN 'queued'
+                      WHEN a.cancel_requested AND a.outcome <> 'succeeded' THEN 'canceled'
+                      ELSE a.outcome END AS next
+       FROM a
+      WHERE a.task_attempt = a.attempt AND a.task_status IN ('running', 'queued') AND (a.prior_outcome IS NULL OR a.prior_outcome = 'timed_out')
+   ), t AS (
+     UPDATE tasks SET status = d.next, updated_at = now(), error = d.error,
+            finished_at = CASE WHEN d.next = 'queued' THEN NULL ELSE now() END,
+            run_after = CASE WHEN d.next = 'queued' THEN now() + make_interval(secs => least(60, 2 ^ d.attempt)) ELSE tasks.run_after END
+       FROM d WHERE tasks.id = d.task_id
+     RETURNING tasks.id, tasks.status
+   ), u AS (
+     UPDATE task_attempts SET finished_at = coalesce(task_attempts.finished_at, now()),
+            outcome = d.outcome, -- a late completion replaces timed_out, so the attempt cannot complete twice
+            error = coalesce(task_attempts.error, d.error)
+       FROM d WHERE task_attempts.task_id = d.task_id AND task_attempts.attempt = d.attempt
+   ), l AS (
+     DELETE FROM worker_slot_leases USING d WHERE worker_slot_leases.task_id = d.task_id
+   ), n AS (
+     SELECT pg_notify('trace_tasks', k) FROM (SELECT DISTINCT d.dag_id || ' ' || d.job_name AS k FROM d) j WHERE $4
+   )
+   SELECT a.token_hash, a.task_id, a.attempt, a.task_attempt, a.task_status, a.prior_outcome, a.dag_id, a.job_name,
+          (SELECT t.status FROM t WHERE t.id = a.task_id) AS new_status, (SELECT count(*) FROM n) AS notified
+     FROM a`;
+
 const stale = (message: string) => new TraceError(HttpStatus.CONFLICT, 'stale_attempt', message);
 
 /**
@@ -76,6 +155,7 @@ export class AttemptsService {
     private readonly db: DataSource,
     private readonly cipher: SecretCipher,
     private readonly specs: SpecCache,
+    private readonly meter: MeterSignal,
   ) {}
 
   /**
@@ -96,23 +176,13 @@ export class AttemptsService {
    * (not running, already fetched) gets its error in its place; the others are not held back.
    */
   async fetchMany(taskIds: string[], wrapperNode: string | undefined): Promise<({ error: TraceError; task_id: string } | TaskPayload)[]> {
-    const ids = [...new Set(taskIds)];
+    // Sorted: tasks are locked in id order, as the completion locks them, so the two cannot deadlock.
+    const ids = [...new Set(taskIds)].sort();
     const tokens = ids.map(() => ATTEMPT_TOKEN_PREFIX + randomBytes(32).toString('base64url'));
     const rows = await prepared<PayloadRow & { status: string; bound: boolean }>(
       this.db,
       'trace_task_fetch',
-      `WITH x AS (SELECT * FROM unnest($1::uuid[], $2::bytea[]) AS x(task_id, token_hash)),
-            t AS (SELECT t.* FROM tasks t JOIN x ON x.task_id = t.id ORDER BY t.id FOR UPDATE OF t),
-            b AS (UPDATE task_attempts a SET token_hash = x.token_hash, wrapper_node = $3
-                    FROM t JOIN x ON x.task_id = t.id
-                   WHERE a.task_id = t.id AND a.attempt = t.attempt AND t.status = 'running' AND a.token_hash IS NULL
-                  RETURNING a.task_id),
-            -- The attempts are bound: their outbox rows (local transport) are spent with them.
-            q AS (DELETE FROM dispatch_queue d USING b, t WHERE d.task_id = b.task_id AND t.id = b.task_id AND d.attempt = t.attempt)
-       SELECT t.status, b.task_id IS NOT NULL AS bound, ${PAYLOAD_COLUMNS}
-         FROM t LEFT JOIN b ON b.task_id = t.id
-         JOIN dags g ON g.id = t.dag_id JOIN dag_versions v ON v.id = t.dag_version_id
-         LEFT JOIN task_attempts a ON a.task_id = t.id AND a.attempt = t.attempt`,
+      TASK_FETCH_SQL,
       [ids, tokens.map(hashToken), wrapperNode ?? null],
     );
     const byId = new Map<string, { error: TraceError; task_id: string } | TaskPayload>();
@@ -136,16 +206,44 @@ export class AttemptsService {
     return taskIds.map((id) => byId.get(id)!);
   }
 
+  /**
+   * The local transport's receive (POST /internal/task-claim): takes up to `max` of the oldest
+   * started attempts no wrapper holds yet (SKIP LOCKED, so concurrent wrappers never share one),
+   * binds them to this wrapper with fresh attempt tokens and returns their payloads — claim and
+   * task-fetch in one statement. An attempt whose payload cannot be built (a secret deleted after
+   * deploy) is completed as failed at once, with the reason, and retried like any failure.
+   */
+  async claim(max: number, wrapperNode: string | undefined): Promise<TaskPayload[]> {
+    const tokens = Array.from({ length: max }, () => ATTEMPT_TOKEN_PREFIX + randomBytes(32).toString('base64url'));
+    const rows = await prepared<PayloadRow & { n: string }>(
+      this.db,
+      'trace_task_claim',
+      TASK_CLAIM_SQL,
+      [max, tokens.map(hashToken), wrapperNode ?? null],
+    );
+    const payloads: TaskPayload[] = [];
+    const unbuildable: Pick<Completion, 'token' | 'outcome' | 'error'>[] = [];
+    for (const row of rows) {
+      const token = tokens[Number(row.n) - 1]!;
+      const payload = await this.buildPayload(this.db, row);
+      if (payload instanceof TraceError) unbuildable.push({ token, outcome: 'failed', error: `the task could not be prepared: ${payload.message}` });
+      else payloads.push({ ...payload, attempt_token: token });
+    }
+    if (unbuildable.length) this.meter.wake((await this.finish(this.db, unbuildable)).jobs);
+    return payloads;
+  }
+
   /** Mid-task events: accepted only from the current, unfinished attempt of a running task. */
   async emit(token: string, events: EmittedEvent[]): Promise<{ accepted: number; duplicates: number }> {
-    return this.db.transaction(async (tx) => {
+    const { fresh, jobs } = await this.db.transaction(async (tx) => {
       const a = await this.attemptFor(tx, token);
       if (a.task_attempt !== a.attempt || a.finished_at || a.task_status !== 'running') {
         throw stale(`attempt ${a.attempt} of task ${a.task_id} is not the running attempt; its events are refused`);
       }
-      const fresh = await ingestEvents(tx, await this.producer(tx, a), events);
-      return { accepted: fresh, duplicates: events.length - fresh };
+      return ingestEvents(tx, await this.producer(tx, a), events, !this.meter.inProcess);
     });
+    this.meter.wake(jobs);
+    return { accepted: fresh, duplicates: events.length - fresh };
   }
 
   /**
@@ -155,18 +253,22 @@ export class AttemptsService {
   async complete(token: string, outcome: Outcome, finalEvents: EmittedEvent[], error?: string): Promise<{ status: string; accepted: number }> {
     if (!token.startsWith(ATTEMPT_TOKEN_PREFIX)) throw unauthorized('an attempt token (tra_...) is required on this endpoint');
     if (outcome !== 'succeeded' || finalEvents.length === 0) {
-      const [result] = await this.finish(this.db, [{ token, outcome, error }]);
+      const { results: [result], jobs } = await this.finish(this.db, [{ token, outcome, error }]);
+      this.meter.wake(jobs);
       if (result instanceof TraceError) throw result;
       return { ...result!, accepted: 0 };
     }
-    return this.db.transaction(async (tx) => {
+    const { result, jobs } = await this.db.transaction(async (tx) => {
       const a = await this.attemptFor(tx, token);
       this.assertCompletable(a);
-      const accepted = await ingestEvents(tx, await this.producer(tx, a), finalEvents);
-      const [result] = await this.finish(tx, [{ token, outcome, error }]);
-      if (result instanceof TraceError) throw result;
-      return { ...result!, accepted };
+      const ingested = await ingestEvents(tx, await this.producer(tx, a), finalEvents, !this.meter.inProcess);
+      const finished = await this.finish(tx, [{ token, outcome, error }]);
+      const [done] = finished.results;
+      if (done instanceof TraceError) throw done;
+      return { result: { ...done!, accepted: ingested.fresh }, jobs: [...ingested.jobs, ...finished.jobs] };
     });
+    this.meter.wake(jobs);
+    return result;
   }
 
   /**
@@ -181,7 +283,8 @@ export class AttemptsService {
       if (!c.token.startsWith(ATTEMPT_TOKEN_PREFIX)) results[i] = { error: unauthorized('an attempt token (tra_...) is required for each completion') };
       else if (c.outcome !== 'succeeded' || c.events.length === 0) plain.push(i);
     }
-    const finished = await this.finish(this.db, plain.map((i) => items[i]!));
+    const { results: finished, jobs } = await this.finish(this.db, plain.map((i) => items[i]!));
+    this.meter.wake(jobs);
     plain.forEach((i, k) => {
       const r = finished[k]!;
       results[i] = r instanceof TraceError ? { error: r } : { ...r, accepted: 0 };
@@ -259,51 +362,22 @@ export class AttemptsService {
   /**
    * The gated state change, in one statement for any number of attempts: each task moves on
    * (queued for a retry, or its final status), its attempt is closed, its slot released, and the
-   * metering loop is told which jobs have room again.
+   * metering loop is told which jobs have room again (returned; with NOTIFY too unless this
+   * process meters, see MeterSignal). The caller wakes metering once its transaction commits.
    */
-  private async finish(db: Queryable, items: Pick<Completion, 'token' | 'outcome' | 'error'>[]): Promise<({ status: string } | TraceError)[]> {
-    if (items.length === 0) return [];
+  private async finish(db: Queryable, items: Pick<Completion, 'token' | 'outcome' | 'error'>[]): Promise<{ results: ({ status: string } | TraceError)[]; jobs: JobKey[] }> {
+    if (items.length === 0) return { results: [], jobs: [] };
     const hashes = items.map((c) => hashToken(c.token));
-    const rows = await prepared<{ token_hash: Buffer; task_id: string; attempt: number; task_attempt: number; task_status: string; prior_outcome: string | null; new_status: string | null }>(
+    const rows = await prepared<{ token_hash: Buffer; task_id: string; attempt: number; task_attempt: number; task_status: string; prior_outcome: string | null; new_status: string | null; dag_id: string; job_name: string }>(
       db,
       'trace_task_finish',
-      `WITH x AS (
-         SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[]) AS x(token_hash, outcome, error)
-       ), a AS (
-         SELECT x.token_hash, x.outcome, x.error, a.task_id, a.attempt, a.outcome AS prior_outcome, t.attempt AS task_attempt,
-                t.status AS task_status, t.cancel_requested, t.max_attempts, t.dag_id, t.job_name
-           FROM x JOIN task_attempts a ON a.token_hash = x.token_hash JOIN tasks t ON t.id = a.task_id
-          ORDER BY t.id
-          FOR UPDATE OF t
-       ), d AS (
-         SELECT a.*, CASE WHEN a.outcome = 'failed' AND NOT a.cancel_requested AND a.attempt < a.max_attempts THEN 'queued'
-                          WHEN a.cancel_requested AND a.outcome <> 'succeeded' THEN 'canceled'
-                          ELSE a.outcome END AS next
-           FROM a
-          WHERE a.task_attempt = a.attempt AND a.task_status IN ('running', 'queued') AND (a.prior_outcome IS NULL OR a.prior_outcome = 'timed_out')
-       ), t AS (
-         UPDATE tasks SET status = d.next, updated_at = now(), error = d.error,
-                finished_at = CASE WHEN d.next = 'queued' THEN NULL ELSE now() END,
-                run_after = CASE WHEN d.next = 'queued' THEN now() + make_interval(secs => least(60, 2 ^ d.attempt)) ELSE tasks.run_after END
-           FROM d WHERE tasks.id = d.task_id
-         RETURNING tasks.id, tasks.status
-       ), u AS (
-         UPDATE task_attempts SET finished_at = coalesce(task_attempts.finished_at, now()),
-                outcome = d.outcome, -- a late completion replaces timed_out, so the attempt cannot complete twice
-                error = coalesce(task_attempts.error, d.error)
-           FROM d WHERE task_attempts.task_id = d.task_id AND task_attempts.attempt = d.attempt
-       ), l AS (
-         DELETE FROM worker_slot_leases USING d WHERE worker_slot_leases.task_id = d.task_id
-       ), n AS (
-         SELECT pg_notify('trace_tasks', k) FROM (SELECT DISTINCT d.dag_id || ' ' || d.job_name AS k FROM d) j
-       )
-       SELECT a.token_hash, a.task_id, a.attempt, a.task_attempt, a.task_status, a.prior_outcome,
-              (SELECT t.status FROM t WHERE t.id = a.task_id) AS new_status, (SELECT count(*) FROM n) AS notified
-         FROM a`,
-      [hashes, items.map((c) => c.outcome), items.map((c) => c.error ?? null)],
+      TASK_FINISH_SQL,
+      [hashes, items.map((c) => c.outcome), items.map((c) => c.error ?? null), !this.meter.inProcess],
     );
     const byHash = new Map(rows.map((r) => [r.token_hash.toString('hex'), r]));
-    return hashes.map((h) => {
+    const jobs = new Map<string, JobKey>();
+    for (const r of rows) if (r.new_status) jobs.set(`${r.dag_id} ${r.job_name}`, { dag_id: r.dag_id, job_name: r.job_name });
+    const results = hashes.map((h) => {
       const row = byHash.get(h.toString('hex'));
       if (!row) return unauthorized('attempt token is unknown');
       if (row.new_status) return { status: row.new_status };
@@ -311,6 +385,7 @@ export class AttemptsService {
       if (!['running', 'queued'].includes(row.task_status)) return stale(`task ${row.task_id} is already ${row.task_status}`);
       return stale(`attempt ${row.attempt} of task ${row.task_id} already completed (${row.prior_outcome})`);
     });
+    return { results, jobs: [...jobs.values()] };
   }
 
   private assertCompletable(a: AttemptRow): void {

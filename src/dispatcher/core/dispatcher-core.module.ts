@@ -3,6 +3,7 @@ import { AttemptsService } from './attempts.service';
 import { Reaper } from './reaper.service';
 import { TaskStarter } from './task-starter.service';
 import { TasksService } from './tasks.service';
+import { MeterSignal } from './meter-signal';
 import { SpecCache } from './spec-cache';
 
 /**
@@ -10,7 +11,7 @@ import { SpecCache } from './spec-cache';
  * them, and the registry's task API (trigger, list, cancel) uses TasksService.
  */
 @Module({
-  providers: [AttemptsService, TaskStarter, Reaper, TasksService, SpecCache],
-  exports: [AttemptsService, TaskStarter, Reaper, TasksService],
+  providers: [AttemptsService, TaskStarter, Reaper, TasksService, SpecCache, MeterSignal],
+  exports: [AttemptsService, TaskStarter, Reaper, TasksService, MeterSignal],
 })
 export class DispatcherCoreModule {}

@@ -3,6 +3,7 @@ import type { EntityManager } from 'typeorm';
 import { sql } from '../../common/db';
 import { badRequest, TraceError } from '../../common/errors';
 import { eventScope } from './event-validation';
+import type { JobKey } from './meter-signal';
 import type { EmittedEvent } from './task-payload';
 
 export interface Producer {
@@ -19,10 +20,12 @@ export interface Producer {
  * Stores each event once under its idempotency key (producer_task_id, dataset_uuid, kind, scope)
  * and, only for events that are new, creates exactly one task per consuming job input (ADR 0010).
  * Two statements per call whatever the number of events. Runs in the caller's transaction: the
- * events, their tasks and the caller's own change commit together. Returns how many were new.
+ * events, their tasks and the caller's own change commit together. Returns how many were new and
+ * the jobs that got tasks; with `notify` the statement also sends them as NOTIFY trace_tasks
+ * (MeterSignal: a caller in a metering process wakes its own loop after commit instead).
  */
-export async function ingestEvents(tx: EntityManager, producer: Producer, events: EmittedEvent[]): Promise<number> {
-  if (events.length === 0) return 0;
+export async function ingestEvents(tx: EntityManager, producer: Producer, events: EmittedEvent[], notify: boolean): Promise<{ fresh: number; jobs: JobKey[] }> {
+  if (events.length === 0) return { fresh: 0, jobs: [] };
   const rows = events.map((e, i) => {
     const datasetUuid = producer.outputs[e.output ?? 0];
     if (!datasetUuid) {
@@ -56,8 +59,9 @@ export async function ingestEvents(tx: EntityManager, producer: Producer, events
      RETURNING id, dataset_uuid`,
     [JSON.stringify(rows), producer.orgId, producer.taskId, producer.attempt, producer.dagId],
   );
-  if (inserted.length === 0) return 0;
-  await tx.query(
+  if (inserted.length === 0) return { fresh: 0, jobs: [] };
+  const jobs = await sql<JobKey>(
+    tx,
     `WITH ins AS (
      INSERT INTO tasks (org_id, dag_id, dag_version_id, job_name, event_id, input_index, max_attempts, timeout_seconds)
      SELECT g.org_id, c.dag_id, g.active_version_id, c.job_name, e.id, c.input_index,
@@ -70,12 +74,12 @@ export async function ingestEvents(tx: EntityManager, producer: Producer, events
       WHERE j.value->>'name' = c.job_name
      ON CONFLICT (event_id, dag_id, job_name, input_index) WHERE event_id IS NOT NULL DO NOTHING
      RETURNING dag_id, job_name
-     )
+     ), j AS (SELECT DISTINCT dag_id, job_name FROM ins)
      -- Tell metering which jobs have new work (docs/architecture/contracts.md, "Wake-ups").
-     SELECT pg_notify('trace_tasks', k) FROM (SELECT DISTINCT dag_id || ' ' || job_name AS k FROM ins) j`,
-    [inserted.map((r) => r.id), inserted.map((r) => r.dataset_uuid)],
+     SELECT dag_id, job_name, CASE WHEN $3 THEN pg_notify('trace_tasks', dag_id || ' ' || job_name) END AS notified FROM j`,
+    [inserted.map((r) => r.id), inserted.map((r) => r.dataset_uuid), notify],
   );
-  return inserted.length;
+  return { fresh: inserted.length, jobs: jobs.map(({ dag_id, job_name }) => ({ dag_id, job_name })) };
 }
 
 /** An event for an output without a current dataset version would be lost: refuse it instead. */

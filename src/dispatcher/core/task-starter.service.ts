@@ -1,14 +1,11 @@
 import { Injectable } from '@nestjs/common';
 import { DataSource, EntityManager } from 'typeorm';
-import { prepared, sql } from '../../common/db';
+import { prepared, sql, sqlOne } from '../../common/db';
+import { TraceConfig } from '../../config';
+import type { JobKey } from './meter-signal';
 import { SpecCache } from './spec-cache';
 
 const JOBS_PER_PASS = 500;
-
-export interface JobKey {
-  dag_id: string;
-  job_name: string;
-}
 
 /**
  * Metering: starts queued tasks within min(scaling.max_concurrency, pool size) per job, leasing one
@@ -17,9 +14,13 @@ export interface JobKey {
  */
 @Injectable()
 export class TaskStarter {
+  /** The DAG version last seen active, per DAG (trace_start_tasks says when it has changed). */
+  private readonly activeVersions = new Map<string, string>();
+
   constructor(
     private readonly db: DataSource,
     private readonly specs: SpecCache,
+    private readonly config: TraceConfig,
   ) {}
 
   /**
@@ -54,13 +55,48 @@ export class TaskStarter {
     let started = 0;
     const lambda: string[] = [];
     for (const job of jobs) {
-      const result = await this.db.transaction((tx) => this.startForJob(tx, job));
+      const result = (await this.startFast(job)) ?? (await this.db.transaction((tx) => this.startForJob(tx, job)));
       started += result.ids.length;
       if (result.lambda) lambda.push(...result.ids);
     }
     return { started, lambda };
   }
 
+  /**
+   * The common case in one round trip: a job without a worker pool, metered by trace_start_tasks
+   * (the same lock, count and start as startForJob, inside one function call). The settings
+   * come from the version this process last saw active for the DAG; the function refuses if
+   * another one is active now, and the call is made again with that one's settings. Undefined
+   * when the job needs the general path: it has a worker pool, or it is gone from the active version.
+   */
+  private async startFast({ dag_id, job_name }: JobKey): Promise<{ ids: string[]; lambda: boolean } | undefined> {
+    let versionId = this.activeVersions.get(dag_id) ?? (await sqlOne<{ id: string | null }>(this.db, `SELECT active_version_id AS id FROM dags WHERE id = $1`, [dag_id]))?.id;
+    for (let round = 0; versionId && round < 3; round++) {
+      const job = (await this.specs.get(this.db, versionId)).jobs.find((j) => j.name === job_name);
+      if (!job || job.worker_pool) return undefined;
+      const lambda = job.runtime === 'lambda';
+      const rows = await prepared<{ task_id: string | null; active_version: string | null }>(
+        this.db,
+        'trace_meter_start',
+        `SELECT task_id, active_version FROM trace_start_tasks($1, $2, $3, $4, $5, $6)`,
+        [dag_id, job_name, versionId, job.scaling.max_concurrency, job.timeout_seconds, lambda ? 'lambda' : this.config.dispatch.transport],
+      );
+      if (rows.length === 1 && rows[0]!.task_id === null) {
+        versionId = rows[0]!.active_version ?? undefined; // another version is active: its settings apply
+        if (versionId) this.activeVersions.set(dag_id, versionId);
+        else this.activeVersions.delete(dag_id);
+        continue;
+      }
+      this.activeVersions.set(dag_id, versionId);
+      return { ids: rows.map((r) => r.task_id!), lambda };
+    }
+    return undefined;
+  }
+
+  /**
+   * The general path, in a transaction under the job's lock: jobs with a worker pool (a slot
+   * leased per started task, under the pool's lock too), and jobs gone from the active version.
+   */
   private async startForJob(tx: EntityManager, { dag_id, job_name }: JobKey): Promise<{ ids: string[]; lambda: boolean }> {
     await prepared(tx, 'trace_meter_lock', `SELECT pg_advisory_xact_lock(hashtext($1))`, [`job:${dag_id}:${job_name}`]);
     // Execution settings come from the active version: they apply at once to queued work.
@@ -84,6 +120,9 @@ export class TaskStarter {
       return { ids: [], lambda: false };
     }
     const lambda = job.runtime === 'lambda';
+    // How the attempts reach their runner: the dispatcher invokes Lambda itself; otherwise the
+    // transport — local wrappers claim the unbound attempt itself, SQS needs an outbox row to relay.
+    const delivery = lambda ? 'lambda' : this.config.dispatch.transport;
     const pool = job.worker_pool ? spec!.worker_pools.find((p) => p.name === job.worker_pool) : undefined;
     if (pool) await tx.query(`SELECT pg_advisory_xact_lock(hashtext($1))`, [`pool:${dag_id}:${pool.name}`]);
 
@@ -105,26 +144,16 @@ export class TaskStarter {
     if (capacity <= 0) return { ids: [], lambda };
 
     if (!pool) {
-      // One statement: start the attempts and put them on the outbox (wrappers) — or not (Lambda).
-      const ids = await prepared<{ id: string }>(
-        tx,
-        'trace_meter_start',
-        `WITH s AS (
-           UPDATE tasks SET status = 'running', attempt = attempt + 1, updated_at = now()
-            WHERE id IN (SELECT id FROM tasks WHERE dag_id = $1 AND job_name = $2 AND status = 'queued' AND run_after <= now()
-                          ORDER BY created_at, id LIMIT $3 FOR UPDATE SKIP LOCKED)
-           RETURNING id, attempt
-         ), a AS (
-           INSERT INTO task_attempts (task_id, attempt, deadline_at) SELECT id, attempt, now() + make_interval(secs => $4) FROM s
-         ), q AS (
-           INSERT INTO dispatch_queue (task_id, attempt) SELECT id, attempt FROM s WHERE NOT $5 RETURNING 1
-         ), n AS (
-           SELECT pg_notify('trace_dispatch', '') FROM (SELECT 1 FROM q LIMIT 1) z
-         )
-         SELECT id, (SELECT count(*) FROM n) AS notified FROM s`,
-        [dag_id, job_name, capacity, job.timeout_seconds, lambda],
-      );
-      return { ids: ids.map((r) => r.id), lambda };
+      // The version read under the lock is the active one, so the function starts at once.
+      const ids = await sql<{ task_id: string }>(tx, `SELECT task_id FROM trace_start_tasks($1, $2, $3, $4, $5, $6) WHERE task_id IS NOT NULL`, [
+        dag_id,
+        job_name,
+        active!.version_id,
+        job.scaling.max_concurrency,
+        job.timeout_seconds,
+        delivery,
+      ]);
+      return { ids: ids.map((r) => r.task_id), lambda };
     }
 
     const started = await sql<{ id: string; attempt: number; timeout_seconds: number }>(
@@ -138,11 +167,11 @@ export class TaskStarter {
     for (const [i, t] of started.entries()) {
       const slot = freeSlots[i]!;
       await tx.query(
-        `INSERT INTO task_attempts (task_id, attempt, pool_slot, deadline_at) VALUES ($1, $2, $3, now() + make_interval(secs => $4))`,
-        [t.id, t.attempt, slot, job.timeout_seconds],
+        `INSERT INTO task_attempts (task_id, attempt, pool_slot, deadline_at, delivery) VALUES ($1, $2, $3, now() + make_interval(secs => $4), $5)`,
+        [t.id, t.attempt, slot, job.timeout_seconds, delivery],
       );
       await tx.query(`INSERT INTO worker_slot_leases (dag_id, pool_name, slot, task_id) VALUES ($1, $2, $3, $4)`, [dag_id, pool.name, slot, t.id]);
-      if (!lambda) await tx.query(`INSERT INTO dispatch_queue (task_id, attempt) VALUES ($1, $2)`, [t.id, t.attempt]);
+      if (delivery === 'sqs') await tx.query(`INSERT INTO dispatch_queue (task_id, attempt) VALUES ($1, $2)`, [t.id, t.attempt]);
     }
     if (started.length && !lambda) await tx.query(`SELECT pg_notify('trace_dispatch', '')`);
     return { ids: started.map((t) => t.id), lambda };

@@ -50,9 +50,24 @@ export class TaskFetchBatchBody {
   task_ids!: unknown;
 }
 
-export class CompleteBatchBody {
-  @Allow()
-  completions!: unknown;
+/** `{"max": n}`: how many attempts a wrapper can take now. Validated by hand (the hot path skips the DTO machinery). */
+function claimMax(raw: unknown): number {
+  const reason = `must be an integer from 1 to ${INTERNAL_BATCH_MAX}`;
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw badRequest('validation_failed', 'body: must be a JSON object {"max": n}', [{ field: 'body', reason: 'must be a JSON object {"max": n}' }]);
+  const { max, ...rest } = raw as Record<string, unknown>;
+  const violations = Object.keys(rest).map((k) => ({ field: k, reason: 'is not a known field' }));
+  if (typeof max !== 'number' || !Number.isInteger(max) || max < 1 || max > INTERNAL_BATCH_MAX) violations.push({ field: 'max', reason });
+  if (violations.length) throw badRequest('validation_failed', `request is invalid: ${violations.map((v) => `${v.field}: ${v.reason}`).join('; ')}`, violations);
+  return max as number;
+}
+
+/** `{"completions": [...]}`, validated by hand (completions()), like claimMax. */
+function completionsBody(raw: unknown): Completion[] {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw badRequest('validation_failed', 'body: must be a JSON object {"completions": [...]}', [{ field: 'body', reason: 'must be a JSON object {"completions": [...]}' }]);
+  const { completions: list, ...rest } = raw as Record<string, unknown>;
+  const unknown = Object.keys(rest).map((k) => ({ field: k, reason: 'is not a known field' }));
+  if (unknown.length) throw badRequest('validation_failed', `request is invalid: ${unknown.map((v) => `${v.field}: ${v.reason}`).join('; ')}`, unknown);
+  return completions(list);
 }
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -122,6 +137,15 @@ export class InternalController {
     return this.attempts.fetch(q.task_id, wrapperNode);
   }
 
+  /** The local transport: up to `max` started attempts, claimed, bound to the caller and fetched in one call. */
+  @Post('task-claim')
+  @HttpCode(200)
+  @PlatformCredential()
+  claim(@Body() body: unknown, @Headers('x-trace-node') node?: string) {
+    const wrapperNode = node && /^[0-9a-f-]{36}$/.test(node) ? node : undefined;
+    return this.attempts.claim(claimMax(body), wrapperNode).then((tasks) => ({ tasks }));
+  }
+
   /** Several task-fetches in one call (a wrapper that received several messages). */
   @Post('task-fetch-batch')
   @HttpCode(200)
@@ -137,8 +161,8 @@ export class InternalController {
   @Post('task-complete-batch')
   @HttpCode(200)
   @PlatformCredential()
-  completeBatch(@Body() body: CompleteBatchBody) {
-    return this.attempts.completeMany(completions(body.completions)).then((results) => ({
+  completeBatch(@Body() body: unknown) {
+    return this.attempts.completeMany(completionsBody(body)).then((results) => ({
       results: results.map((r) => ('error' in r ? itemError(r.error) : r)),
     }));
   }

@@ -66,7 +66,7 @@ export class SqsTransport implements TaskTransport {
         await ack();
         continue;
       }
-      messages.push({ taskId, ack, spentByFetch: false });
+      messages.push({ taskId, ack });
     }
     return messages;
   }

@@ -1,23 +1,33 @@
-/** A started attempt waiting for a wrapper. The message carries the task id only (thin message). */
+import type { TaskPayload } from '../core/task-payload';
+
+/**
+ * A started attempt for a wrapper. An SQS message carries the task id only (thin message) and
+ * the wrapper fetches the payload; a local claim arrives with its payload, already bound.
+ */
 export interface DispatchMessage {
   taskId: string;
+  /** Present when the attempt was claimed and bound by the receive itself (local transport). */
+  payload?: TaskPayload;
   /** Acknowledge once the attempt is bound to this wrapper (fetched) or found not runnable. */
   ack(): Promise<void>;
-  /** True when a successful task-fetch already removed the message (the local outbox row), so no ack is needed then. */
-  readonly spentByFetch: boolean;
+}
+
+/** The wrapper's dispatcher client, as far as receiving needs it: POST /internal/task-claim. */
+export interface TaskClaimer {
+  claim(max: number): Promise<TaskPayload[]>;
 }
 
 /**
- * How started attempts reach wrappers. Every start is first written to the dispatch_queue table
- * in the transaction that starts the attempt (an outbox); the local transport lets wrappers take
- * rows straight from it, the SQS transport relays them to a queue as `{"task_id"}` messages.
+ * How started attempts reach wrappers. Local: the started attempt in task_attempts is the queue
+ * entry, claimed through the dispatcher. SQS: the start also writes a dispatch_queue row in the
+ * same transaction (an outbox), which the dispatcher relays as a `{"task_id"}` message.
  */
 export interface TaskTransport {
   readonly kind: 'local' | 'sqs';
   /** Dispatcher side: moves outbox rows to the transport; returns how many. Local: nothing to do. */
   relay(): Promise<number>;
   /** Wrapper side: up to `max` messages, waiting briefly when there are none. */
-  receive(max: number): Promise<DispatchMessage[]>;
+  receive(max: number, dispatcher: TaskClaimer): Promise<DispatchMessage[]>;
   close(): Promise<void>;
 }
 

@@ -1,6 +1,5 @@
 import { Module } from '@nestjs/common';
 import { DataSource } from 'typeorm';
-import { NodeRegistry } from '../../common/lifecycle';
 import { JsonLogger } from '../../common/logging/json-logger';
 import { TraceConfig } from '../../config';
 import { LocalTransport } from './local-transport';
@@ -12,11 +11,11 @@ import { TASK_TRANSPORT, type TaskTransport } from './task-transport';
   providers: [
     {
       provide: TASK_TRANSPORT,
-      inject: [DataSource, TraceConfig, JsonLogger, NodeRegistry],
-      useFactory: (db: DataSource, config: TraceConfig, logger: JsonLogger, node: NodeRegistry): TaskTransport =>
+      inject: [DataSource, TraceConfig, JsonLogger],
+      useFactory: (db: DataSource, config: TraceConfig, logger: JsonLogger): TaskTransport =>
         config.dispatch.transport === 'sqs'
           ? new SqsTransport(db, { queueUrl: config.dispatch.sqs!.queueUrl, ...config.dispatch.aws, waitSeconds: Math.max(1, Math.round(config.dispatch.pollMs / 1000)) }, logger)
-          : new LocalTransport(db, node.nodeId),
+          : new LocalTransport(),
     },
   ],
   exports: [TASK_TRANSPORT],

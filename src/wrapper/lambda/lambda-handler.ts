@@ -17,7 +17,11 @@ export async function handler(payload: TaskPayload): Promise<{ task_id: string; 
   const client = new DispatcherClient(config.dispatcherUrl, '', 'lambda');
   const runner = new TaskRunner(client, { codeRoot: config.codeRoot, sandboxUser: config.sandboxUser, statusPollMs: 500, eventBatch: 100, flushMs: 250 }, logger);
   // A Lambda is frozen once it returns: the completion must have landed by then.
-  const { completed } = await runner.run(payload);
-  await completed;
+  try {
+    const { completed } = await runner.run(payload);
+    await completed;
+  } finally {
+    client.close();
+  }
   return { task_id: payload.task_id, attempt: payload.attempt };
 }

@@ -1,0 +1,39 @@
+import type { DataSource } from 'typeorm';
+import { createDataSource, parseDatabaseUrl, runMigrationsLocked } from '../../src/common/db';
+import { JsonLogger } from '../../src/common/logging/json-logger';
+import { TASK_CLAIM_SQL, TASK_FETCH_SQL, TASK_FINISH_SQL } from '../../src/dispatcher/core/attempts.service';
+import { createTestDatabase } from '../support/shared-postgres';
+
+/** Tables that grow with the work: a full scan of one of them per call would not survive production. */
+const GROWING = ['tasks', 'task_attempts', 'events', 'dispatch_queue', 'worker_slot_leases', 'datasets', 'dag_dataset_pointers', 'dataset_versions', 'dags', 'dag_versions'];
+
+/**
+ * The task path runs its hot statements as named statements with generic plans, made once per
+ * connection — usually when the tables are still nearly empty. A plan that is cheapest on empty
+ * tables (hash joins over full scans) then stays for the connection's life and slows every call
+ * as the tables grow (docs/benchmarks.md). These statements are written so that their generic
+ * plans are index lookups whatever the table sizes: checked here on a freshly migrated, empty database.
+ */
+describe('the task path statements: generic plans are index lookups, even planned on empty tables', () => {
+  let db: DataSource;
+
+  beforeAll(async () => {
+    db = await createDataSource(parseDatabaseUrl(await createTestDatabase('plans')), 2).initialize();
+    await runMigrationsLocked(db, new JsonLogger('error', () => undefined));
+  });
+  afterAll(async () => {
+    await db.destroy();
+  });
+
+  const plan = async (text: string) => ((await db.query(`EXPLAIN (GENERIC_PLAN) ${text}`)) as { 'QUERY PLAN': string }[]).map((r) => r['QUERY PLAN']).join('\n');
+
+  it.each([
+    ['task-claim', TASK_CLAIM_SQL],
+    ['task-fetch', TASK_FETCH_SQL],
+    ['task-complete', TASK_FINISH_SQL],
+  ])('%s', async (_name, text) => {
+    const shown = await plan(text);
+    const scans = [...shown.matchAll(/Seq Scan on (\w+)/g)].map((m) => m[1]!).filter((t) => GROWING.includes(t));
+    expect({ scans, plan: scans.length ? shown : '' }).toEqual({ scans: [], plan: '' });
+  });
+});
