@@ -1,7 +1,8 @@
 import type { DataSource } from 'typeorm';
 import { createDataSource, parseDatabaseUrl, runMigrationsLocked } from '../../src/common/db';
 import { JsonLogger } from '../../src/common/logging/json-logger';
-import { TASK_CLAIM_SQL, TASK_FETCH_SQL, TASK_FINISH_SQL } from '../../src/dispatcher/core/attempts.service';
+import { attemptSql, TASK_CLAIM_SQL, TASK_FETCH_SQL, TASK_FINISH_SQL } from '../../src/dispatcher/core/attempts.service';
+import { EVENT_INGEST_SQL } from '../../src/dispatcher/core/event-ingest';
 import { createTestDatabase } from '../support/shared-postgres';
 
 /** Tables that grow with the work: a full scan of one of them per call would not survive production. */
@@ -31,6 +32,8 @@ describe('the task path statements: generic plans are index lookups, even planne
     ['task-claim', TASK_CLAIM_SQL],
     ['task-fetch', TASK_FETCH_SQL],
     ['task-complete', TASK_FINISH_SQL],
+    ['events', EVENT_INGEST_SQL],
+    ['attempt token lookup', attemptSql(true)],
   ])('%s', async (_name, text) => {
     const shown = await plan(text);
     const scans = [...shown.matchAll(/Seq Scan on (\w+)/g)].map((m) => m[1]!).filter((t) => GROWING.includes(t));

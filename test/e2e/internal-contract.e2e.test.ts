@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { call } from '../support/http';
 import { postYaml } from '../support/org-fixture';
-import { createTestDatabase } from '../support/shared-postgres';
+import { connect, createTestDatabase } from '../support/shared-postgres';
 import { startTrace, TraceProcess } from '../support/trace-process';
 import { waitFor } from '../support/wait-for';
 
@@ -37,6 +37,7 @@ describe('the internal contract: attempt gating, idempotent events, cancel', () 
   let trace: TraceProcess;
   let url: string;
   let platform: string;
+  let databaseUrl: string;
 
   const task = async (id: string) => (await call(url, 'GET', `/v1/tasks/${id}`, { token: TOKEN })).body;
   const trigger = async (dag = 'contract') => (await call(url, 'POST', `/v1/dags/${dag}/jobs/source/runs`, { token: TOKEN })).body.task_id as string;
@@ -49,7 +50,7 @@ describe('the internal contract: attempt gating, idempotent events, cancel', () 
     await chmod(dataDir, 0o755);
     trace = await startTrace({
       args: ['--role', 'registry,dispatcher'],
-      env: { DATABASE_URL: await createTestDatabase('contract'), TRACE_DEV_TOKEN: TOKEN, TRACE_BOOTSTRAP_DEV_ORG: 'true', TRACE_DATA_DIR: dataDir, TRACE_CODE_ROOT: CODE_ROOT, TRACE_DISPATCH_POLL_MS: '100', TRACE_REAPER_INTERVAL_MS: '100' },
+      env: { DATABASE_URL: (databaseUrl = await createTestDatabase('contract')), TRACE_DEV_TOKEN: TOKEN, TRACE_BOOTSTRAP_DEV_ORG: 'true', TRACE_DATA_DIR: dataDir, TRACE_CODE_ROOT: CODE_ROOT, TRACE_DISPATCH_POLL_MS: '100', TRACE_REAPER_INTERVAL_MS: '100' },
     });
     url = trace.baseUrl;
     platform = readFileSync(join(dataDir, 'internal-token'), 'utf8').trim();
@@ -128,6 +129,21 @@ describe('the internal contract: attempt gating, idempotent events, cancel', () 
     const wrongOutput = await call(url, 'POST', '/internal/events', { token, body: { events: [range(0), { output: 7, cursor: 'x' }] } });
     expect(wrongOutput.status).toBe(400);
     expect((await task(id)).events).toEqual([]);
+
+    // An output with no current dataset version: refused whole (its events would be lost), nothing stored.
+    const db = await connect(databaseUrl);
+    try {
+      const pointer = (await db.query(`SELECT p.* FROM dag_dataset_pointers p JOIN datasets d USING (dataset_uuid) JOIN dags g ON g.id = d.dag_id WHERE g.name = 'contract' AND d.job_name = 'source'`)).rows[0];
+      await db.query(`DELETE FROM dag_dataset_pointers WHERE dag_id = $1 AND dataset_uuid = $2`, [pointer.dag_id, pointer.dataset_uuid]);
+      const orphaned = await call(url, 'POST', '/internal/events', { token, body: { events: [range(0), range(1000)] } });
+      expect(orphaned.status).toBe(409);
+      expect(orphaned.body.error.code).toBe('no_current_version');
+      expect((await task(id)).events).toEqual([]);
+      await db.query(`INSERT INTO dag_dataset_pointers SELECT (json_populate_record(null::dag_dataset_pointers, $1::json)).*`, [JSON.stringify(pointer)]);
+      expect((await call(url, 'POST', '/internal/events', { token, body: { events: [range(0), range(1000)] } })).body).toEqual({ accepted: 2, duplicates: 0 });
+    } finally {
+      await db.end();
+    }
   });
 
   it('a stale attempt is refused once a newer one started; a late completion is accepted while none has', async () => {

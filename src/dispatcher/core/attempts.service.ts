@@ -33,6 +33,8 @@ interface AttemptRow {
   dag_id: string;
   dag_version_id: string;
   job_name: string;
+  /** dataset_uuid of every output of the task's DAG, by `job#index` (what its events are stored under). */
+  dataset_keys: Record<string, string> | null;
 }
 
 /** What a payload is built from, read in the statement that binds the attempt (aliases t, g, v, a). */
@@ -136,6 +138,15 @@ export const TASK_FINISH_SQL = `WITH x AS (
    SELECT a.token_hash, a.task_id, a.attempt, a.task_attempt, a.task_status, a.prior_outcome, a.dag_id, a.job_name,
           (SELECT t.status FROM t WHERE t.id = a.task_id) AS new_status, (SELECT count(*) FROM n) AS notified
      FROM a`;
+
+/** The attempt an attempt token ($1, hashed) stands for, with its task (locked if `lock`) and its DAG's datasets. */
+export const attemptSql = (lock: boolean) => `
+  SELECT a.task_id, a.attempt, a.finished_at, a.outcome AS prior_outcome, t.attempt AS task_attempt, t.status AS task_status,
+         t.cancel_requested, t.org_id, t.dag_id, t.dag_version_id, t.job_name,
+         (SELECT json_object_agg(d.job_name || '#' || d.output_index, d.dataset_uuid) FROM datasets d WHERE d.dag_id = t.dag_id) AS dataset_keys
+    FROM task_attempts a JOIN tasks t ON t.id = a.task_id
+   WHERE a.token_hash = $1
+   ${lock ? 'FOR UPDATE OF t' : ''}`;
 
 const stale = (message: string) => new TraceError(HttpStatus.CONFLICT, 'stale_attempt', message);
 
@@ -396,29 +407,15 @@ export class AttemptsService {
 
   private async attemptFor(db: Queryable, token: string, lock = true): Promise<AttemptRow> {
     if (!token.startsWith(ATTEMPT_TOKEN_PREFIX)) throw unauthorized('an attempt token (tra_...) is required on this endpoint');
-    const row = await sqlOne<AttemptRow>(
-      db,
-      `SELECT a.task_id, a.attempt, a.finished_at, a.outcome AS prior_outcome, t.attempt AS task_attempt, t.status AS task_status,
-              t.cancel_requested, t.org_id, t.dag_id, t.dag_version_id, t.job_name
-         FROM task_attempts a JOIN tasks t ON t.id = a.task_id
-        WHERE a.token_hash = $1
-        ${lock ? 'FOR UPDATE OF t' : ''}`,
-      [hashToken(token)],
-    );
+    const [row] = await prepared<AttemptRow>(db, lock ? 'trace_attempt_locked' : 'trace_attempt', attemptSql(lock), [hashToken(token)]);
     if (!row) throw unauthorized('attempt token is unknown');
     return row;
   }
 
+  /** Who produces the attempt's events: its task, and each of its job's outputs as the dataset it writes. */
   private async producer(tx: EntityManager, a: AttemptRow) {
-    const spec = await this.specs.get(tx, a.dag_version_id);
-    const keys = outputKeys(spec, a.job_name);
-    const rows = await sql<{ key: string; dataset_uuid: string }>(
-      tx,
-      `SELECT job_name || '#' || output_index AS key, dataset_uuid FROM datasets WHERE dag_id = $1 AND job_name || '#' || output_index = ANY ($2)`,
-      [a.dag_id, keys],
-    );
-    const byKey = new Map(rows.map((r) => [r.key, r.dataset_uuid]));
-    return { taskId: a.task_id, attempt: a.attempt, orgId: a.org_id, dagId: a.dag_id, jobName: a.job_name, outputs: keys.map((k) => byKey.get(k) ?? '') };
+    const keys = outputKeys(await this.specs.get(tx, a.dag_version_id), a.job_name);
+    return { taskId: a.task_id, attempt: a.attempt, orgId: a.org_id, dagId: a.dag_id, jobName: a.job_name, outputs: keys.map((k) => a.dataset_keys?.[k] ?? '') };
   }
 
   /** A payload (without the attempt token) from its row: the job from the cached spec, secrets for a pool slot. */

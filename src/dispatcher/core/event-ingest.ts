@@ -1,6 +1,6 @@
 import { HttpStatus } from '@nestjs/common';
 import type { EntityManager } from 'typeorm';
-import { sql } from '../../common/db';
+import { prepared } from '../../common/db';
 import { badRequest, TraceError } from '../../common/errors';
 import { eventScope } from './event-validation';
 import type { JobKey } from './meter-signal';
@@ -19,7 +19,7 @@ export interface Producer {
 /**
  * Stores each event once under its idempotency key (producer_task_id, dataset_uuid, kind, scope)
  * and, only for events that are new, creates exactly one task per consuming job input (ADR 0010).
- * Two statements per call whatever the number of events. Runs in the caller's transaction: the
+ * One statement per call whatever the number of events. Runs in the caller's transaction: the
  * events, their tasks and the caller's own change commit together. Returns how many were new and
  * the jobs that got tasks; with `notify` the statement also sends them as NOTIFY trace_tasks
  * (MeterSignal: a caller in a metering process wakes its own loop after commit instead).
@@ -44,49 +44,62 @@ export async function ingestEvents(tx: EntityManager, producer: Producer, events
       payload: e.payload ?? {},
     };
   });
-  await assertCurrentVersions(tx, producer, rows.map((r) => r.dataset_uuid));
-  const inserted = await sql<{ id: string; dataset_uuid: string }>(
-    tx,
-    `WITH x AS (
-       SELECT * FROM jsonb_to_recordset($1::jsonb)
-         AS x(dataset_uuid uuid, kind text, partition_key text, range_start bigint, range_end bigint, cursor text, key text, payload jsonb)
-     )
-     INSERT INTO events (org_id, dataset_uuid, dataset_version, kind, partition_key, range_start, range_end, cursor,
-                         producer_task_id, producer_attempt, idempotency_key, payload)
-     SELECT $2, x.dataset_uuid, p.dataset_version, x.kind, x.partition_key, x.range_start, x.range_end, x.cursor, $3, $4, x.key, x.payload
-       FROM x JOIN dag_dataset_pointers p ON p.dag_id = $5 AND p.dataset_uuid = x.dataset_uuid
-     ON CONFLICT (idempotency_key) DO NOTHING
-     RETURNING id, dataset_uuid`,
-    [JSON.stringify(rows), producer.orgId, producer.taskId, producer.attempt, producer.dagId],
-  );
-  if (inserted.length === 0) return { fresh: 0, jobs: [] };
-  const jobs = await sql<JobKey>(
-    tx,
-    `WITH ins AS (
-     INSERT INTO tasks (org_id, dag_id, dag_version_id, job_name, event_id, input_index, max_attempts, timeout_seconds)
-     SELECT g.org_id, c.dag_id, g.active_version_id, c.job_name, e.id, c.input_index,
-            coalesce((j.value->>'max_attempts')::int, 3), coalesce((j.value->>'timeout_seconds')::int, 900)
-       FROM unnest($1::bigint[], $2::uuid[]) AS e(id, dataset_uuid)
-       JOIN dataset_consumers c ON c.dataset_uuid = e.dataset_uuid
-       JOIN dags g ON g.id = c.dag_id
-       JOIN dag_versions v ON v.id = g.active_version_id
-       CROSS JOIN LATERAL jsonb_array_elements(v.spec->'jobs') j
-      WHERE j.value->>'name' = c.job_name
-     ON CONFLICT (event_id, dag_id, job_name, input_index) WHERE event_id IS NOT NULL DO NOTHING
-     RETURNING dag_id, job_name
-     ), j AS (SELECT DISTINCT dag_id, job_name FROM ins)
-     -- Tell metering which jobs have new work (docs/architecture/contracts.md, "Wake-ups").
-     SELECT dag_id, job_name, CASE WHEN $3 THEN pg_notify('trace_tasks', dag_id || ' ' || job_name) END AS notified FROM j`,
-    [inserted.map((r) => r.id), inserted.map((r) => r.dataset_uuid), notify],
-  );
-  return { fresh: inserted.length, jobs: jobs.map(({ dag_id, job_name }) => ({ dag_id, job_name })) };
-}
-
-/** An event for an output without a current dataset version would be lost: refuse it instead. */
-async function assertCurrentVersions(tx: EntityManager, producer: Producer, uuids: string[]): Promise<void> {
-  const distinct = [...new Set(uuids)];
-  const found = await sql<{ dataset_uuid: string }>(tx, `SELECT dataset_uuid FROM dag_dataset_pointers WHERE dag_id = $1 AND dataset_uuid = ANY ($2)`, [producer.dagId, distinct]);
-  if (found.length < distinct.length) {
+  const [result] = await prepared<{ missing: number; fresh: number; jobs: JobKey[] }>(tx, 'trace_event_ingest', EVENT_INGEST_SQL, [
+    JSON.stringify(rows),
+    producer.orgId,
+    producer.taskId,
+    producer.attempt,
+    producer.dagId,
+    notify,
+  ]);
+  if (result!.missing > 0) {
+    // An event for an output without a current dataset version would be lost: refuse it (nothing was stored).
     throw new TraceError(HttpStatus.CONFLICT, 'no_current_version', `an output of job "${producer.jobName}" has no current dataset version to write events for`);
   }
+  return { fresh: result!.fresh, jobs: result!.jobs };
 }
+
+/**
+ * One statement: the events ($1, with their dataset_uuid and idempotency key) are stored under
+ * the dataset's current version — unless an output has none, then nothing is — and each event
+ * that is new gets one task per consuming job input, with the job's settings from its DAG's
+ * active version. Returns how many outputs lacked a version, how many events were new, and the
+ * jobs that got tasks ($6: also NOTIFY trace_tasks for each). The probes are LATERAL so the
+ * cached generic plan stays index lookups (test/e2e/hot-plans).
+ */
+export const EVENT_INGEST_SQL = `WITH x AS (
+    SELECT * FROM jsonb_to_recordset($1::jsonb)
+      AS x(dataset_uuid uuid, kind text, partition_key text, range_start bigint, range_end bigint, cursor text, key text, payload jsonb)
+  ), xp AS (
+    SELECT x.*, p.dataset_version FROM x
+      LEFT JOIN LATERAL (SELECT dataset_version FROM dag_dataset_pointers WHERE dag_id = $5 AND dataset_uuid = x.dataset_uuid LIMIT 1) p ON true
+  ), ev AS (
+    INSERT INTO events (org_id, dataset_uuid, dataset_version, kind, partition_key, range_start, range_end, cursor,
+                        producer_task_id, producer_attempt, idempotency_key, payload)
+    SELECT $2, xp.dataset_uuid, xp.dataset_version, xp.kind, xp.partition_key, xp.range_start, xp.range_end, xp.cursor, $3, $4, xp.key, xp.payload
+      FROM xp WHERE NOT EXISTS (SELECT 1 FROM xp m WHERE m.dataset_version IS NULL)
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING id, dataset_uuid
+  ), tk AS (
+    INSERT INTO tasks (org_id, dag_id, dag_version_id, job_name, event_id, input_index, max_attempts, timeout_seconds)
+    SELECT g.org_id, c.dag_id, g.active_version_id, c.job_name, ev.id, c.input_index,
+           coalesce((j.value->>'max_attempts')::int, 3), coalesce((j.value->>'timeout_seconds')::int, 900)
+      FROM ev
+      CROSS JOIN LATERAL (SELECT dag_id, job_name, input_index FROM dataset_consumers WHERE dataset_uuid = ev.dataset_uuid OFFSET 0) c
+      CROSS JOIN LATERAL (SELECT org_id, active_version_id FROM dags WHERE id = c.dag_id LIMIT 1) g
+      CROSS JOIN LATERAL (SELECT spec FROM dag_versions WHERE id = g.active_version_id LIMIT 1) v
+      CROSS JOIN LATERAL jsonb_array_elements(v.spec->'jobs') j
+     WHERE j.value->>'name' = c.job_name
+    ON CONFLICT (event_id, dag_id, job_name, input_index) WHERE event_id IS NOT NULL DO NOTHING
+    RETURNING dag_id, job_name
+  ), jobs AS (
+    SELECT DISTINCT dag_id, job_name FROM tk
+  ), n AS (
+    -- Tell metering which jobs have new work (docs/architecture/contracts.md, "Wake-ups").
+    SELECT pg_notify('trace_tasks', dag_id || ' ' || job_name) FROM jobs WHERE $6
+  )
+  SELECT (SELECT count(*)::int FROM xp WHERE dataset_version IS NULL) AS missing,
+         (SELECT count(*)::int FROM ev) AS fresh,
+         (SELECT coalesce(json_agg(json_build_object('dag_id', dag_id, 'job_name', job_name)), '[]') FROM jobs) AS jobs,
+         (SELECT count(*) FROM n) AS notified`;
+
