@@ -6,6 +6,7 @@ import { TraceConfig } from '../config';
 import { Reaper } from './core/reaper.service';
 import { MeterSignal, type JobKey } from './core/meter-signal';
 import { TaskStarter } from './core/task-starter.service';
+import { ClaimWaiters } from './internal/claim-waiters';
 import { LambdaDispatch } from './lambda/lambda-dispatch.service';
 import { TASK_TRANSPORT, type TaskTransport } from './transport/task-transport';
 
@@ -31,6 +32,7 @@ export class DispatcherLoops implements OnApplicationBootstrap, BeforeApplicatio
     logger: JsonLogger,
     @Inject(DATABASE_TARGET) target: DatabaseTarget,
     @Inject(TASK_TRANSPORT) transport: TaskTransport,
+    waiters: ClaimWaiters,
   ) {
     loops.register({
       name: START_LOOP,
@@ -42,17 +44,21 @@ export class DispatcherLoops implements OnApplicationBootstrap, BeforeApplicatio
         const named = [...this.named.values()];
         this.named.clear();
         const full = this.fullPassDue || Date.now() - this.lastFullPass >= config.dispatch.pollMs;
-        if (!full) {
-          const { lambda: invoke } = await starter.startJobs(named);
+        // Started attempts that wrappers claim: waiting claims (long polls) try again at once.
+        const started = async ({ started: n, lambda: invoke }: { started: number; lambda: string[] }) => {
+          if (n > invoke.length) waiters.signal();
           if (invoke.length) await lambda.invoke(invoke);
+        };
+        if (!full) {
+          await started(await starter.startJobs(named));
           return;
         }
         this.fullPassDue = false;
         this.lastFullPass = Date.now();
         for (;;) {
-          const { lambda: invoke, more } = await starter.startReady();
-          if (invoke.length) await lambda.invoke(invoke);
-          if (!more) break;
+          const pass = await starter.startReady();
+          await started(pass);
+          if (!pass.more) break;
         }
       },
     });
@@ -81,7 +87,11 @@ export class DispatcherLoops implements OnApplicationBootstrap, BeforeApplicatio
       target,
       ['trace_tasks', 'trace_dispatch'],
       (channel, payload) => {
-        if (channel !== 'trace_tasks') return this.loops.wake(RELAY_LOOP);
+        if (channel !== 'trace_tasks') {
+          // trace_dispatch: some dispatcher started attempts — relay them (SQS), or let waiting claims look (local).
+          waiters.signal();
+          return this.loops.wake(RELAY_LOOP);
+        }
         const job = parseJobKey(payload);
         if (job) this.named.set(payload, job);
         else this.fullPassDue = true;

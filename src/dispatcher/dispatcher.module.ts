@@ -6,6 +6,7 @@ import { LAMBDA_INVOKER, LambdaDispatch } from './lambda/lambda-dispatch.service
 import { AwsLambdaInvoker, LocalLambdaInvoker } from './lambda/lambda-invoker';
 import { DispatcherCoreModule } from './core/dispatcher-core.module';
 import { DispatcherLoops } from './dispatcher-loops.service';
+import { ClaimWaiters } from './internal/claim-waiters';
 import { InternalController } from './internal/internal.controller';
 import { NodeReaper } from './node-reaper.service';
 import { TransportModule } from './transport/transport.module';
@@ -15,6 +16,7 @@ import { TransportModule } from './transport/transport.module';
   imports: [DispatcherCoreModule, TransportModule],
   controllers: [InternalController],
   providers: [
+    ClaimWaiters,
     NodeReaper,
     DispatcherLoops,
     LambdaDispatch,

@@ -94,9 +94,12 @@ export class DispatcherClient {
     this.agent.destroy();
   }
 
-  /** The local transport's receive: up to `max` started attempts, claimed and bound to this wrapper. */
-  async claim(max: number): Promise<TaskPayload[]> {
-    return (await this.call<{ tasks: TaskPayload[] }>('POST', '/internal/task-claim', this.platformCredential, { max })).tasks;
+  /**
+   * The local transport's receive: up to `max` started attempts, claimed and bound to this
+   * wrapper; with `waitMs`, the dispatcher holds an empty claim until work arrives (a long poll).
+   */
+  async claim(max: number, waitMs = 0): Promise<TaskPayload[]> {
+    return (await this.call<{ tasks: TaskPayload[] }>('POST', '/internal/task-claim', this.platformCredential, { max, ...(waitMs > 0 ? { wait_ms: waitMs } : {}) })).tasks;
   }
 
   /** Fetches made in the same turn of the event loop go in one request. */

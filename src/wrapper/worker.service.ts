@@ -1,5 +1,4 @@
-import { BeforeApplicationShutdown, Inject, Injectable, OnApplicationBootstrap } from '@nestjs/common';
-import { DATABASE_TARGET, PgListener, type DatabaseTarget } from '../common/db';
+import { BeforeApplicationShutdown, Inject, Injectable } from '@nestjs/common';
 import { SelfUrl } from '../common/http/self-url';
 import { InternalCredential } from '../common/keys/internal-credential';
 import { BackgroundLoops, NodeRegistry } from '../common/lifecycle';
@@ -22,11 +21,10 @@ const RECEIVE_LOOP = 'wrapper.receive';
  * and waits for running tasks.
  */
 @Injectable()
-export class WorkerService implements OnApplicationBootstrap, BeforeApplicationShutdown {
+export class WorkerService implements BeforeApplicationShutdown {
   private readonly running = new Set<Promise<void>>();
   /** Completions in flight for operators that have finished. */
   private readonly completing = new Set<Promise<void>>();
-  private readonly listener?: PgListener;
   private client?: DispatcherClient;
   private runner?: TaskRunner;
 
@@ -38,13 +36,11 @@ export class WorkerService implements OnApplicationBootstrap, BeforeApplicationS
     private readonly node: NodeRegistry,
     private readonly loops: BackgroundLoops,
     private readonly self: SelfUrl,
-    @Inject(DATABASE_TARGET) target: DatabaseTarget,
     @Inject(OBJECT_STORE) private readonly store: ObjectStore,
     private readonly db: DataSource,
   ) {
+    // Both transports long-poll (local: the dispatcher holds an empty task-claim; SQS: ReceiveMessage waits).
     loops.register({ name: RECEIVE_LOOP, intervalMs: config.dispatch.pollMs, tick: () => this.receive() });
-    // Local transport: NOTIFY wakes us. SQS: receive long-polls instead.
-    if (transport.kind === 'local') this.listener = new PgListener(target, ['trace_dispatch'], () => loops.wake(RECEIVE_LOOP), logger);
   }
 
   /** The client and runner exist once the dispatcher's URL is known (this process listens, or it is configured). */
@@ -71,12 +67,7 @@ export class WorkerService implements OnApplicationBootstrap, BeforeApplicationS
     return true;
   }
 
-  async onApplicationBootstrap(): Promise<void> {
-    await this.listener?.start();
-  }
-
   async beforeApplicationShutdown(): Promise<void> {
-    await this.listener?.stop();
     await Promise.all(this.running);
     await Promise.all(this.completing);
     this.client?.close();
@@ -88,6 +79,8 @@ export class WorkerService implements OnApplicationBootstrap, BeforeApplicationS
     const free = this.config.dispatch.wrapperConcurrency - this.running.size;
     if (free <= 0) return;
     const messages = await this.transport.receive(free, this.client!);
+    // The long poll paces the loop: ask again at once while there is room (a failed call waits the interval).
+    if (this.transport.kind === 'local' && messages.length < free) this.loops.wake(RECEIVE_LOOP);
     for (const m of messages) {
       const job = this.handle(m).finally(() => {
         this.running.delete(job);

@@ -129,19 +129,8 @@ const acked: number[] = [];
 interface Run { latencies: number[]; done: number; stop: boolean }
 /** WORKERS loops doing a wrapper's job around a no-op operator. */
 async function traceWorkers(r: Run) {
-  const transport = new LocalTransport();
-  // Like the wrapper: an empty claim waits for NOTIFY trace_dispatch (or the poll interval).
-  const listener = new pg.Client({ host: target.host, port: target.port, user: 'trace', database: 'bench_trace' });
-  await listener.connect();
-  let generation = 0;
-  let wakeAll: () => void = () => undefined;
-  let woken = new Promise<void>((r) => (wakeAll = r));
-  listener.on('notification', () => {
-    generation++;
-    wakeAll();
-    woken = new Promise<void>((r) => (wakeAll = r));
-  });
-  await listener.query('LISTEN trace_dispatch');
+  // Like the wrapper: an empty claim is a long poll the dispatcher answers when it starts work.
+  const transport = new LocalTransport(1000); // TRACE_DISPATCH_POLL_MS, as the wrapper
   const client = new DispatcherClient(base, platform, ''); // no node id: the bench workers are not in `nodes`
   // As the wrapper does (src/wrapper/worker.service.ts): claim up to the free capacity (each
   // attempt arrives bound, with its payload), run each concurrently; completions made together
@@ -167,17 +156,12 @@ async function traceWorkers(r: Run) {
       await new Promise<void>((res) => (freed = res));
       continue;
     }
-    const seen = generation;
     const messages = await transport.receive(WORKERS - running, client);
-    if (messages.length === 0) {
-      if (generation === seen) await Promise.race([woken, sleep(100)]);
-      continue;
-    }
     running += messages.length;
     for (const m of messages) void handle(m);
   }
   while (running > 0) await new Promise<void>((res) => (freed = res));
-  await listener.end();
+  client.close();
 }
 async function traceQueued(): Promise<number> {
   const { rows } = await traceDb.query(`SELECT count(*)::int AS n FROM tasks WHERE job_name = 'noop' AND status IN ('queued', 'running')`);

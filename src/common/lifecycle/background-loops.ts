@@ -10,6 +10,7 @@ export interface LoopDefinition {
 
 interface RunningLoop extends LoopDefinition {
   timer?: NodeJS.Timeout;
+  immediate?: NodeJS.Immediate;
   inFlight?: Promise<void>;
   /** Woken while a tick was in flight: run again as soon as it ends. */
   again?: boolean;
@@ -45,6 +46,7 @@ export class BackgroundLoops implements OnApplicationBootstrap, BeforeApplicatio
       loop.again = true;
       return;
     }
+    if (loop.immediate) return; // already due on the next turn
     clearTimeout(loop.timer);
     this.schedule(loop, 0);
   }
@@ -67,25 +69,39 @@ export class BackgroundLoops implements OnApplicationBootstrap, BeforeApplicatio
   }
 
   private async drain(): Promise<void> {
-    for (const loop of this.loops) clearTimeout(loop.timer);
+    for (const loop of this.loops) {
+      clearTimeout(loop.timer);
+      if (loop.immediate) clearImmediate(loop.immediate);
+    }
     await Promise.all(this.loops.flatMap((l) => (l.inFlight ? [l.inFlight] : [])));
     if (this.loops.length) this.logger.event('info', 'BackgroundLoops', 'stopped', { loops: this.names() });
   }
 
   private schedule(loop: RunningLoop, delay: number): void {
     if (this.stopping) return;
-    loop.timer = setTimeout(() => {
-      loop.inFlight = loop
-        .tick()
-        .catch((err: Error) =>
-          this.logger.event('error', 'BackgroundLoops', 'tick failed', { loop: loop.name, error: err.message }),
-        )
-        .finally(() => {
-          loop.inFlight = undefined;
-          const again = loop.again;
-          loop.again = false;
-          this.schedule(loop, again ? 0 : loop.intervalMs);
-        });
-    }, delay);
+    // A wake-up runs on the next turn of the event loop, not after a timer's minimum delay
+    // (about a millisecond, paid on every hop of the task path).
+    if (delay === 0) {
+      clearTimeout(loop.timer);
+      loop.timer = undefined;
+      loop.immediate = setImmediate(() => {
+        loop.immediate = undefined;
+        this.run(loop);
+      });
+      return;
+    }
+    loop.timer = setTimeout(() => this.run(loop), delay);
+  }
+
+  private run(loop: RunningLoop): void {
+    loop.inFlight = loop
+      .tick()
+      .catch((err: Error) => this.logger.event('error', 'BackgroundLoops', 'tick failed', { loop: loop.name, error: err.message }))
+      .finally(() => {
+        loop.inFlight = undefined;
+        const again = loop.again;
+        loop.again = false;
+        this.schedule(loop, again ? 0 : loop.intervalMs);
+      });
   }
 }

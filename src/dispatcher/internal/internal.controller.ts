@@ -6,6 +6,7 @@ import { Public } from '../../common/auth';
 import { badRequest, TraceError } from '../../common/errors';
 import { ATTEMPT_TOKEN_PREFIX, AttemptsService, type Completion, type Outcome } from '../core/attempts.service';
 import { validateEmittedEvents } from '../core/event-validation';
+import { ClaimWaiters } from './claim-waiters';
 import { InternalAuthGuard, InternalRequest, PlatformCredential } from './internal-auth.guard';
 
 export class TaskFetchQuery {
@@ -50,15 +51,21 @@ export class TaskFetchBatchBody {
   task_ids!: unknown;
 }
 
-/** `{"max": n}`: how many attempts a wrapper can take now. Validated by hand (the hot path skips the DTO machinery). */
-function claimMax(raw: unknown): number {
-  const reason = `must be an integer from 1 to ${INTERNAL_BATCH_MAX}`;
+/** The longest a task-claim may wait for work (a long poll), in ms. */
+export const CLAIM_WAIT_MAX_MS = 20_000;
+
+/**
+ * `{"max": n, "wait_ms"?: w}`: how many attempts a wrapper can take now, and how long it will
+ * wait for one if there is none. Validated by hand (the hot path skips the DTO machinery).
+ */
+function claimBody(raw: unknown): { max: number; waitMs: number } {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw badRequest('validation_failed', 'body: must be a JSON object {"max": n}', [{ field: 'body', reason: 'must be a JSON object {"max": n}' }]);
-  const { max, ...rest } = raw as Record<string, unknown>;
+  const { max, wait_ms: waitMs = 0, ...rest } = raw as Record<string, unknown>;
   const violations = Object.keys(rest).map((k) => ({ field: k, reason: 'is not a known field' }));
-  if (typeof max !== 'number' || !Number.isInteger(max) || max < 1 || max > INTERNAL_BATCH_MAX) violations.push({ field: 'max', reason });
+  if (typeof max !== 'number' || !Number.isInteger(max) || max < 1 || max > INTERNAL_BATCH_MAX) violations.push({ field: 'max', reason: `must be an integer from 1 to ${INTERNAL_BATCH_MAX}` });
+  if (typeof waitMs !== 'number' || !Number.isInteger(waitMs) || waitMs < 0 || waitMs > CLAIM_WAIT_MAX_MS) violations.push({ field: 'wait_ms', reason: `must be an integer from 0 to ${CLAIM_WAIT_MAX_MS}` });
   if (violations.length) throw badRequest('validation_failed', `request is invalid: ${violations.map((v) => `${v.field}: ${v.reason}`).join('; ')}`, violations);
-  return max as number;
+  return { max: max as number, waitMs: waitMs as number };
 }
 
 /** `{"completions": [...]}`, validated by hand (completions()), like claimMax. */
@@ -128,7 +135,10 @@ function events(raw: unknown) {
 @UseGuards(InternalAuthGuard)
 @Controller('internal')
 export class InternalController {
-  constructor(private readonly attempts: AttemptsService) {}
+  constructor(
+    private readonly attempts: AttemptsService,
+    private readonly waiters: ClaimWaiters,
+  ) {}
 
   @Get('task-fetch')
   @PlatformCredential()
@@ -137,13 +147,24 @@ export class InternalController {
     return this.attempts.fetch(q.task_id, wrapperNode);
   }
 
-  /** The local transport: up to `max` started attempts, claimed, bound to the caller and fetched in one call. */
+  /**
+   * The local transport: up to `max` started attempts, claimed, bound to the caller and fetched
+   * in one call. With `wait_ms`, an empty claim waits (a long poll) until work may be there.
+   */
   @Post('task-claim')
   @HttpCode(200)
   @PlatformCredential()
-  claim(@Body() body: unknown, @Headers('x-trace-node') node?: string) {
+  async claim(@Body() body: unknown, @Headers('x-trace-node') node?: string) {
+    const { max, waitMs } = claimBody(body);
     const wrapperNode = node && /^[0-9a-f-]{36}$/.test(node) ? node : undefined;
-    return this.attempts.claim(claimMax(body), wrapperNode).then((tasks) => ({ tasks }));
+    const deadline = Date.now() + waitMs;
+    for (;;) {
+      const seen = this.waiters.current;
+      const tasks = await this.attempts.claim(max, wrapperNode);
+      if (tasks.length > 0 || Date.now() >= deadline) return { tasks };
+      await this.waiters.wait(seen, deadline - Date.now());
+      if (Date.now() >= deadline && this.waiters.current === seen) return { tasks };
+    }
   }
 
   /** Several task-fetches in one call (a wrapper that received several messages). */

@@ -12,9 +12,9 @@ export interface DispatchMessage {
   ack(): Promise<void>;
 }
 
-/** The wrapper's dispatcher client, as far as receiving needs it: POST /internal/task-claim. */
+/** The wrapper's dispatcher client, as far as receiving needs it: POST /internal/task-claim (a long poll with waitMs). */
 export interface TaskClaimer {
-  claim(max: number): Promise<TaskPayload[]>;
+  claim(max: number, waitMs?: number): Promise<TaskPayload[]>;
 }
 
 /**

@@ -15,7 +15,7 @@ import { TASK_TRANSPORT, type TaskTransport } from './task-transport';
       useFactory: (db: DataSource, config: TraceConfig, logger: JsonLogger): TaskTransport =>
         config.dispatch.transport === 'sqs'
           ? new SqsTransport(db, { queueUrl: config.dispatch.sqs!.queueUrl, ...config.dispatch.aws, waitSeconds: Math.max(1, Math.round(config.dispatch.pollMs / 1000)) }, logger)
-          : new LocalTransport(),
+          : new LocalTransport(config.dispatch.pollMs),
     },
   ],
   exports: [TASK_TRANSPORT],
