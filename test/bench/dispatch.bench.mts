@@ -122,9 +122,7 @@ async function postEvents(token: string, n: number) {
     return { output: 0, partition_key: key };
   });
   await api('POST', '/internal/events', { events }, token);
-  if (n === 1) acked.push(performance.now() - submitted.get(`k${seq - 1}`)!);
 }
-const acked: number[] = [];
 
 interface Run { latencies: number[]; done: number; stop: boolean }
 /** WORKERS loops doing a wrapper's job around a no-op operator. */
@@ -284,7 +282,6 @@ async function paced(side: Side) {
   r.stop = true;
   await workers;
   await runner?.stop();
-  console.log('events ack p50', pct(acked, 50), 'p99', pct(acked, 99));
   return { p50: pct(r.latencies, 50), p99: pct(r.latencies, 99) };
 }
 

@@ -17,7 +17,8 @@ export async function freePort() {
 
 /**
  * CPU time (user + system, ms) used so far by every process whose command name is one of
- * `names` (e.g. "postgres"), read from /proc. Linux only; 0 elsewhere.
+ * `names` (e.g. "postgres"), read from /proc, including what their exited children used (a
+ * Postgres backend that ends is counted in the postmaster's children time). Linux only; 0 elsewhere.
  */
 export function cpuMsOf(names) {
   let ticks = 0;
@@ -33,7 +34,7 @@ export function cpuMsOf(names) {
       const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
       if (!names.includes(comm)) continue;
       const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      ticks += Number(fields[11]) + Number(fields[12]); // utime, stime
+      ticks += Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14]); // utime, stime, cutime, cstime
     } catch {
       /* gone meanwhile */
     }

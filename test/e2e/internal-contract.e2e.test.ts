@@ -160,14 +160,17 @@ describe('the internal contract: attempt gating, idempotent events, cancel', () 
     const stale = await trigger();
     await started(stale);
     const staleToken = (await fetchTask(stale)).body.attempt_token;
+    // Accepted while current (the dispatcher now knows this attempt's producer) ...
+    expect((await call(url, 'POST', '/internal/events', { token: staleToken, body: { events: [range(5000)] } })).body).toEqual({ accepted: 1, duplicates: 0 });
     await started(stale, 2);
+    // ... and refused by the gate in the storing statement once attempt 2 has started.
     const refusedEvents = await call(url, 'POST', '/internal/events', { token: staleToken, body: { events: [range(0)] } });
     expect(refusedEvents.status).toBe(409);
     expect(refusedEvents.body.error.code).toBe('stale_attempt');
     const refusedCompletion = await call(url, 'POST', '/internal/task-complete', { token: staleToken, body: { status: 'succeeded' } });
     expect(refusedCompletion.body.error.message).toContain('superseded by attempt 2');
     const t = await task(stale);
-    expect(t.events).toEqual([]);
+    expect(t.events.map((e: { start: string; producer_attempt: number }) => [e.start, e.producer_attempt])).toEqual([['5000', 1]]); // the refused one is not there
     expect(t.attempts[0]).toMatchObject({ attempt: 1, outcome: 'timed_out' });
     expect((await postYaml(url, '/v1/dags', TOKEN, DAG('1h'))).status).toBe(201);
   });

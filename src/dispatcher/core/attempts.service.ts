@@ -5,7 +5,7 @@ import { prepared, sql, sqlOne, type Queryable } from '../../common/db';
 import { notFound, TraceError, unauthorized } from '../../common/errors';
 import { hashToken } from '../../common/identity';
 import { SecretCipher } from '../../common/keys/secret-cipher';
-import { ingestEvents } from './event-ingest';
+import { ingestEvents, type Producer } from './event-ingest';
 import { MeterSignal, type JobKey } from './meter-signal';
 import { outputKeys, SpecCache } from './spec-cache';
 import type { EmittedEvent, EventRef, OutputRef, TaskPayload } from './task-payload';
@@ -162,6 +162,9 @@ const stale = (message: string) => new TraceError(HttpStatus.CONFLICT, 'stale_at
  */
 @Injectable()
 export class AttemptsService {
+  /** The producer of each attempt that has posted events, by token hash (a bounded cache; see emit). */
+  private readonly producers = new Map<string, Producer>();
+
   constructor(
     private readonly db: DataSource,
     private readonly cipher: SecretCipher,
@@ -246,13 +249,24 @@ export class AttemptsService {
 
   /** Mid-task events: accepted only from the current, unfinished attempt of a running task. */
   async emit(token: string, events: EmittedEvent[]): Promise<{ accepted: number; duplicates: number }> {
-    const { fresh, jobs } = await this.db.transaction(async (tx) => {
-      const a = await this.attemptFor(tx, token);
-      if (a.task_attempt !== a.attempt || a.finished_at || a.task_status !== 'running') {
-        throw stale(`attempt ${a.attempt} of task ${a.task_id} is not the running attempt; its events are refused`);
-      }
-      return ingestEvents(tx, await this.producer(tx, a), events, !this.meter.inProcess);
-    });
+    if (!token.startsWith(ATTEMPT_TOKEN_PREFIX)) throw unauthorized('an attempt token (tra_...) is required on this endpoint');
+    const hash = hashToken(token);
+    const key = hash.toString('hex');
+    // Who the attempt produces for is fixed for its life: looked up once, then the call is one
+    // statement that gates on the attempt (locking its task) and stores the events.
+    let producer = this.producers.get(key);
+    if (!producer) {
+      const a = await this.attemptFor(this.db, token, false);
+      if (!this.isRunning(a)) throw stale(`attempt ${a.attempt} of task ${a.task_id} is not the running attempt; its events are refused`);
+      producer = await this.producer(this.db, a);
+      if (this.producers.size >= 10_000) this.producers.clear();
+      this.producers.set(key, producer);
+    }
+    const { fresh, jobs, current } = await ingestEvents(this.db, producer, events, !this.meter.inProcess, hash);
+    if (!current) {
+      this.producers.delete(key);
+      throw stale(`attempt ${producer.attempt} of task ${producer.taskId} is not the running attempt; its events are refused`);
+    }
     this.meter.wake(jobs);
     return { accepted: fresh, duplicates: events.length - fresh };
   }
@@ -273,6 +287,7 @@ export class AttemptsService {
       const a = await this.attemptFor(tx, token);
       this.assertCompletable(a);
       const ingested = await ingestEvents(tx, await this.producer(tx, a), finalEvents, !this.meter.inProcess);
+      this.producers.delete(hashToken(token).toString('hex'));
       const finished = await this.finish(tx, [{ token, outcome, error }]);
       const [done] = finished.results;
       if (done instanceof TraceError) throw done;
@@ -351,8 +366,12 @@ export class AttemptsService {
     });
   }
 
+  private isRunning(a: AttemptRow): boolean {
+    return a.task_attempt === a.attempt && !a.finished_at && a.task_status === 'running';
+  }
+
   private assertRunning(a: AttemptRow): void {
-    if (a.task_attempt !== a.attempt || a.finished_at || a.task_status !== 'running') {
+    if (!this.isRunning(a)) {
       throw stale(`attempt ${a.attempt} of task ${a.task_id} is not the running attempt`);
     }
   }
@@ -379,6 +398,7 @@ export class AttemptsService {
   private async finish(db: Queryable, items: Pick<Completion, 'token' | 'outcome' | 'error'>[]): Promise<{ results: ({ status: string } | TraceError)[]; jobs: JobKey[] }> {
     if (items.length === 0) return { results: [], jobs: [] };
     const hashes = items.map((c) => hashToken(c.token));
+    for (const h of hashes) this.producers.delete(h.toString('hex')); // a completed attempt posts no more events
     const rows = await prepared<{ token_hash: Buffer; task_id: string; attempt: number; task_attempt: number; task_status: string; prior_outcome: string | null; new_status: string | null; dag_id: string; job_name: string }>(
       db,
       'trace_task_finish',
@@ -413,8 +433,8 @@ export class AttemptsService {
   }
 
   /** Who produces the attempt's events: its task, and each of its job's outputs as the dataset it writes. */
-  private async producer(tx: EntityManager, a: AttemptRow) {
-    const keys = outputKeys(await this.specs.get(tx, a.dag_version_id), a.job_name);
+  private async producer(db: Queryable, a: AttemptRow): Promise<Producer> {
+    const keys = outputKeys(await this.specs.get(db, a.dag_version_id), a.job_name);
     return { taskId: a.task_id, attempt: a.attempt, orgId: a.org_id, dagId: a.dag_id, jobName: a.job_name, outputs: keys.map((k) => a.dataset_keys?.[k] ?? '') };
   }
 

@@ -1,6 +1,5 @@
 import { HttpStatus } from '@nestjs/common';
-import type { EntityManager } from 'typeorm';
-import { prepared } from '../../common/db';
+import { prepared, type Queryable } from '../../common/db';
 import { badRequest, TraceError } from '../../common/errors';
 import { eventScope } from './event-validation';
 import type { JobKey } from './meter-signal';
@@ -19,13 +18,23 @@ export interface Producer {
 /**
  * Stores each event once under its idempotency key (producer_task_id, dataset_uuid, kind, scope)
  * and, only for events that are new, creates exactly one task per consuming job input (ADR 0010).
- * One statement per call whatever the number of events. Runs in the caller's transaction: the
- * events, their tasks and the caller's own change commit together. Returns how many were new and
- * the jobs that got tasks; with `notify` the statement also sends them as NOTIFY trace_tasks
- * (MeterSignal: a caller in a metering process wakes its own loop after commit instead).
+ * One statement per call whatever the number of events. Runs in the caller's transaction (or is
+ * its own): the events, their tasks and the caller's own change commit together. Returns how many
+ * were new and the jobs that got tasks; with `notify` the statement also sends them as NOTIFY
+ * trace_tasks (MeterSignal: a caller in a metering process wakes its own loop after commit instead).
+ *
+ * With `gate` (an attempt token's hash), the statement itself is the attempt gate: it locks the
+ * task and stores nothing unless the token's attempt is the running task's current, unfinished
+ * attempt — then `current` is false and the caller refuses the call as stale.
  */
-export async function ingestEvents(tx: EntityManager, producer: Producer, events: EmittedEvent[], notify: boolean): Promise<{ fresh: number; jobs: JobKey[] }> {
-  if (events.length === 0) return { fresh: 0, jobs: [] };
+export async function ingestEvents(
+  db: Queryable,
+  producer: Producer,
+  events: EmittedEvent[],
+  notify: boolean,
+  gate: Buffer | null = null,
+): Promise<{ fresh: number; jobs: JobKey[]; current: boolean }> {
+  if (events.length === 0) return { fresh: 0, jobs: [], current: true };
   const rows = events.map((e, i) => {
     const datasetUuid = producer.outputs[e.output ?? 0];
     if (!datasetUuid) {
@@ -44,19 +53,21 @@ export async function ingestEvents(tx: EntityManager, producer: Producer, events
       payload: e.payload ?? {},
     };
   });
-  const [result] = await prepared<{ missing: number; fresh: number; jobs: JobKey[] }>(tx, 'trace_event_ingest', EVENT_INGEST_SQL, [
+  const [result] = await prepared<{ missing: number; fresh: number; jobs: JobKey[]; current: boolean }>(db, 'trace_event_ingest', EVENT_INGEST_SQL, [
     JSON.stringify(rows),
     producer.orgId,
     producer.taskId,
     producer.attempt,
     producer.dagId,
     notify,
+    gate,
   ]);
+  if (!result!.current) return { fresh: 0, jobs: [], current: false };
   if (result!.missing > 0) {
     // An event for an output without a current dataset version would be lost: refuse it (nothing was stored).
     throw new TraceError(HttpStatus.CONFLICT, 'no_current_version', `an output of job "${producer.jobName}" has no current dataset version to write events for`);
   }
-  return { fresh: result!.fresh, jobs: result!.jobs };
+  return { fresh: result!.fresh, jobs: result!.jobs, current: true };
 }
 
 /**
@@ -64,10 +75,16 @@ export async function ingestEvents(tx: EntityManager, producer: Producer, events
  * the dataset's current version — unless an output has none, then nothing is — and each event
  * that is new gets one task per consuming job input, with the job's settings from its DAG's
  * active version. Returns how many outputs lacked a version, how many events were new, and the
- * jobs that got tasks ($6: also NOTIFY trace_tasks for each). The probes are LATERAL so the
- * cached generic plan stays index lookups (test/e2e/hot-plans).
+ * jobs that got tasks ($6: also NOTIFY trace_tasks for each). With $7 (an attempt token's hash)
+ * nothing is stored unless that attempt is its running task's current, unfinished one (the task
+ * row locked, so a completion or a newer attempt cannot slip in between). The probes are LATERAL
+ * so the cached generic plan stays index lookups (test/e2e/hot-plans).
  */
-export const EVENT_INGEST_SQL = `WITH x AS (
+export const EVENT_INGEST_SQL = `WITH g AS (
+    SELECT t.id FROM task_attempts a JOIN tasks t ON t.id = a.task_id
+     WHERE $7::bytea IS NOT NULL AND a.token_hash = $7 AND a.finished_at IS NULL AND t.attempt = a.attempt AND t.status = 'running'
+       FOR UPDATE OF t
+  ), x AS (
     SELECT * FROM jsonb_to_recordset($1::jsonb)
       AS x(dataset_uuid uuid, kind text, partition_key text, range_start bigint, range_end bigint, cursor text, key text, payload jsonb)
   ), xp AS (
@@ -78,6 +95,7 @@ export const EVENT_INGEST_SQL = `WITH x AS (
                         producer_task_id, producer_attempt, idempotency_key, payload)
     SELECT $2, xp.dataset_uuid, xp.dataset_version, xp.kind, xp.partition_key, xp.range_start, xp.range_end, xp.cursor, $3, $4, xp.key, xp.payload
       FROM xp WHERE NOT EXISTS (SELECT 1 FROM xp m WHERE m.dataset_version IS NULL)
+       AND ($7::bytea IS NULL OR EXISTS (SELECT 1 FROM g))
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING id, dataset_uuid
   ), tk AS (
@@ -98,7 +116,8 @@ export const EVENT_INGEST_SQL = `WITH x AS (
     -- Tell metering which jobs have new work (docs/architecture/contracts.md, "Wake-ups").
     SELECT pg_notify('trace_tasks', dag_id || ' ' || job_name) FROM jobs WHERE $6
   )
-  SELECT (SELECT count(*)::int FROM xp WHERE dataset_version IS NULL) AS missing,
+  SELECT ($7::bytea IS NULL OR EXISTS (SELECT 1 FROM g)) AS current,
+         (SELECT count(*)::int FROM xp WHERE dataset_version IS NULL) AS missing,
          (SELECT count(*)::int FROM ev) AS fresh,
          (SELECT coalesce(json_agg(json_build_object('dag_id', dag_id, 'job_name', job_name)), '[]') FROM jobs) AS jobs,
          (SELECT count(*) FROM n) AS notified`;
