@@ -288,5 +288,25 @@ describe('the internal contract: attempt gating, idempotent events, cancel', () 
     expect(extra.body.error.details).toEqual([{ field: 'task_ids', reason: 'is not a known field' }]);
     expect((await claim(1, TOKEN)).status).toBe(401);
     expect((await claim(1, mine.attempt_token)).status).toBe(401);
+    for (const bad of [-1, 20_001, 1.5]) expect((await claim(1, platform, { wait_ms: bad })).body.error.details).toEqual([{ field: 'wait_ms', reason: 'must be an integer from 0 to 20000' }]);
+  });
+
+  it('task-claim with wait_ms is a long poll: answered as soon as an attempt starts, empty when the wait is over', async () => {
+    const claim = (body: object) => call(url, 'POST', '/internal/task-claim', { token: platform, body });
+    while ((await claim({ max: 100 })).body.tasks.length > 0);
+
+    // Nothing to claim: the answer comes when the wait is over, empty.
+    let t0 = Date.now();
+    expect((await claim({ max: 1, wait_ms: 400 })).body.tasks).toEqual([]);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(390);
+
+    // A waiting claim gets a run started while it waits, long before its wait is over.
+    t0 = Date.now();
+    const waiting = claim({ max: 1, wait_ms: 15_000 });
+    await new Promise((r) => setTimeout(r, 300));
+    const id = await trigger('claimed');
+    const answered = await waiting;
+    expect(answered.body.tasks.map((t: { task_id: string }) => t.task_id)).toEqual([id]);
+    expect(Date.now() - t0).toBeLessThan(5_000);
   });
 });
