@@ -291,6 +291,43 @@ describe('the internal contract: attempt gating, idempotent events, cancel', () 
     for (const bad of [-1, 20_001, 1.5]) expect((await claim(1, platform, { wait_ms: bad })).body.error.details).toEqual([{ field: 'wait_ms', reason: 'must be an integer from 0 to 20000' }]);
   });
 
+  it('task-claim fails an attempt whose payload cannot be built (a secret deleted after deploy) with the reason, and it is retried', async () => {
+    const claim = (max: number) => call(url, 'POST', '/internal/task-claim', { token: platform, body: { max } });
+    while ((await claim(100)).body.tasks.length > 0);
+    expect((await call(url, 'PUT', '/v1/secrets/claim_key', { token: TOKEN, body: { value: 'k-123' } })).status).toBe(201);
+    const pooled = `name: pooled
+worker_pools:
+  - name: rpc
+    slots:
+      - env: {RPC_URL: "http://rpc.invalid"}
+        secret_env: {RPC_KEY: claim_key}
+jobs:
+  - name: source
+    operator: user
+    language: javascript
+    entry_point: emit-source.js
+    worker_pool: rpc
+    max_attempts: 2
+    outputs: [${OUT}]
+`;
+    expect((await postYaml(url, '/v1/dags', TOKEN, pooled)).status).toBe(201);
+    // While the secret exists, the claimed payload carries the slot's env and the secret's value.
+    const ok = await trigger('pooled');
+    await started(ok);
+    const [first] = (await claim(1)).body.tasks;
+    expect(first).toMatchObject({ task_id: ok, slot: { pool: 'rpc', index: 0, env: { RPC_URL: 'http://rpc.invalid' }, secret_env: { RPC_KEY: 'k-123' } } });
+    await call(url, 'POST', '/internal/task-complete', { token: first.attempt_token, body: { status: 'succeeded' } });
+
+    expect((await call(url, 'DELETE', '/v1/secrets/claim_key', { token: TOKEN })).status).toBe(204);
+    const broken = await trigger('pooled');
+    await started(broken);
+    expect((await claim(1)).body.tasks).toEqual([]); // not handed out ...
+    const t = await task(broken);
+    expect(t.attempts[0]).toMatchObject({ attempt: 1, outcome: 'failed' }); // ... failed with the reason, and queued for its retry
+    expect(t.attempts[0].error).toBe('the task could not be prepared: secret "claim_key" for RPC_KEY was deleted after deploy');
+    expect(t.status).toBe('queued');
+  });
+
   it('task-claim with wait_ms is a long poll: answered as soon as an attempt starts, empty when the wait is over', async () => {
     const claim = (body: object) => call(url, 'POST', '/internal/task-claim', { token: platform, body });
     while ((await claim({ max: 100 })).body.tasks.length > 0);
