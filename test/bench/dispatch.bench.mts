@@ -115,13 +115,15 @@ async function producer(): Promise<string> {
 }
 let seq = 0;
 const submitted = new Map<string, number>();
+/** The producers post events with the wrapper's own client (POST /internal/events), as an operator's wrapper does. */
+const producerClient = new DispatcherClient(base, platform, '');
 async function postEvents(token: string, n: number) {
   const events = Array.from({ length: n }, () => {
     const key = `k${seq++}`;
     submitted.set(key, performance.now());
     return { output: 0, partition_key: key };
   });
-  await api('POST', '/internal/events', { events }, token);
+  await producerClient.emit(token, events);
 }
 
 interface Run { latencies: number[]; done: number; stop: boolean }
@@ -318,6 +320,7 @@ if (STATEMENTS) {
   );
   console.table(rows);
 }
+producerClient.close();
 await gUtils.release();
 await gPool.end();
 await traceDb.end();

@@ -255,10 +255,41 @@ describe('the internal contract: attempt gating, idempotent events, cancel', () 
     const twice = await call(url, 'POST', '/internal/task-complete-batch', { token: platform, body: { completions: [{ attempt_token: fa.attempt_token, status: 'succeeded' }] } });
     expect(twice.body.results[0]).toMatchObject({ status_code: 409, error: { code: 'stale_attempt' } });
   });
-  it('task-claim (the local transport) binds the oldest started attempts, each to one caller only, with their payloads', async () => {
+
+});
+
+/**
+ * The local transport's claim, in a process of its own: a claim takes the oldest claimable
+ * attempts of any DAG, and in the suite above retries of earlier tests' attempts become claimable
+ * at any moment.
+ */
+describe('task-claim (the local transport)', () => {
+  let trace: TraceProcess;
+  let url: string;
+  let platform: string;
+
+  const task = async (id: string) => (await call(url, 'GET', `/v1/tasks/${id}`, { token: TOKEN })).body;
+  const trigger = async (dag: string) => (await call(url, 'POST', `/v1/dags/${dag}/jobs/source/runs`, { token: TOKEN })).body.task_id as string;
+  const fetchTask = (id: string) => call(url, 'GET', `/internal/task-fetch?task_id=${id}`, { token: platform });
+  const started = (id: string) => waitFor(async () => ((await task(id)).status === 'running' ? true : undefined), `${id} to start`, 30_000);
+
+  beforeAll(async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'trace-claim-'));
+    await chmod(dataDir, 0o755);
+    trace = await startTrace({
+      args: ['--role', 'registry,dispatcher'],
+      env: { DATABASE_URL: await createTestDatabase('claim'), TRACE_DEV_TOKEN: TOKEN, TRACE_BOOTSTRAP_DEV_ORG: 'true', TRACE_DATA_DIR: dataDir, TRACE_CODE_ROOT: CODE_ROOT },
+    });
+    url = trace.baseUrl;
+    platform = readFileSync(join(dataDir, 'internal-token'), 'utf8').trim();
+    expect((await postYaml(url, '/v1/dags', TOKEN, DAG('1h', 5, 'waited'))).status).toBe(201);
+  });
+  afterAll(async () => {
+    expect(await trace.stop()).toBe(0);
+  });
+
+  it('binds the oldest started attempts, each to one caller only, with their payloads', async () => {
     const claim = (max: unknown, token = platform, extra: object = {}) => call(url, 'POST', '/internal/task-claim', { token, body: { max, ...extra } });
-    // Earlier tests leave started attempts nobody fetched: take them first.
-    while ((await claim(100)).body.tasks.length > 0);
     expect((await postYaml(url, '/v1/dags', TOKEN, DAG('1h', 5, 'claimed'))).status).toBe(201);
     const ids = [await trigger('claimed'), await trigger('claimed'), await trigger('claimed')];
     for (const id of ids) await started(id);
@@ -291,9 +322,26 @@ describe('the internal contract: attempt gating, idempotent events, cancel', () 
     for (const bad of [-1, 20_001, 1.5]) expect((await claim(1, platform, { wait_ms: bad })).body.error.details).toEqual([{ field: 'wait_ms', reason: 'must be an integer from 0 to 20000' }]);
   });
 
-  it('task-claim fails an attempt whose payload cannot be built (a secret deleted after deploy) with the reason, and it is retried', async () => {
+  it('with wait_ms is a long poll: answered as soon as an attempt starts, empty when the wait is over', async () => {
+    const claim = (body: object) => call(url, 'POST', '/internal/task-claim', { token: platform, body });
+
+    // Nothing to claim: the answer comes when the wait is over, empty.
+    let t0 = Date.now();
+    expect((await claim({ max: 1, wait_ms: 400 })).body.tasks).toEqual([]);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(390);
+
+    // A waiting claim gets a run started while it waits, long before its wait is over.
+    t0 = Date.now();
+    const waiting = claim({ max: 1, wait_ms: 15_000 });
+    await new Promise((r) => setTimeout(r, 300));
+    const id = (await call(url, 'POST', '/v1/dags/waited/jobs/source/runs', { token: TOKEN })).body.task_id as string;
+    const answered = await waiting;
+    expect(answered.body.tasks.map((t: { task_id: string }) => t.task_id)).toEqual([id]);
+    expect(Date.now() - t0).toBeLessThan(5_000);
+  });
+
+  it('fails an attempt whose payload cannot be built (a secret deleted after deploy) with the reason, and it is retried', async () => {
     const claim = (max: number) => call(url, 'POST', '/internal/task-claim', { token: platform, body: { max } });
-    while ((await claim(100)).body.tasks.length > 0);
     expect((await call(url, 'PUT', '/v1/secrets/claim_key', { token: TOKEN, body: { value: 'k-123' } })).status).toBe(201);
     const pooled = `name: pooled
 worker_pools:
@@ -326,24 +374,5 @@ jobs:
     expect(t.attempts[0]).toMatchObject({ attempt: 1, outcome: 'failed' }); // ... failed with the reason, and queued for its retry
     expect(t.attempts[0].error).toBe('the task could not be prepared: secret "claim_key" for RPC_KEY was deleted after deploy');
     expect(t.status).toBe('queued');
-  });
-
-  it('task-claim with wait_ms is a long poll: answered as soon as an attempt starts, empty when the wait is over', async () => {
-    const claim = (body: object) => call(url, 'POST', '/internal/task-claim', { token: platform, body });
-    while ((await claim({ max: 100 })).body.tasks.length > 0);
-
-    // Nothing to claim: the answer comes when the wait is over, empty.
-    let t0 = Date.now();
-    expect((await claim({ max: 1, wait_ms: 400 })).body.tasks).toEqual([]);
-    expect(Date.now() - t0).toBeGreaterThanOrEqual(390);
-
-    // A waiting claim gets a run started while it waits, long before its wait is over.
-    t0 = Date.now();
-    const waiting = claim({ max: 1, wait_ms: 15_000 });
-    await new Promise((r) => setTimeout(r, 300));
-    const id = await trigger('claimed');
-    const answered = await waiting;
-    expect(answered.body.tasks.map((t: { task_id: string }) => t.task_id)).toEqual([id]);
-    expect(Date.now() - t0).toBeLessThan(5_000);
   });
 });
