@@ -68,6 +68,9 @@ export class WorkerService implements BeforeApplicationShutdown {
   }
 
   async beforeApplicationShutdown(): Promise<void> {
+    // First the receive loop: a claim in flight (a long poll) may still bring attempts, which are
+    // then bound to this wrapper and must run before it exits.
+    await this.loops.stop();
     await Promise.all(this.running);
     await Promise.all(this.completing);
     this.client?.close();
