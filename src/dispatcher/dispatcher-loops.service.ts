@@ -79,10 +79,13 @@ export class DispatcherLoops implements OnApplicationBootstrap, BeforeApplicatio
       loops.register({ name: RELAY_LOOP, intervalMs: config.dispatch.pollMs, tick: async () => void (await transport.relay()) });
     }
     // Events and completions handled by this process wake metering directly (MeterSignal).
-    meter.attach((jobs) => {
-      for (const job of jobs) this.named.set(`${job.dag_id} ${job.job_name}`, job);
-      this.loops.wake(START_LOOP);
-    });
+    meter.attach(
+      (jobs) => {
+        for (const job of jobs) this.named.set(`${job.dag_id} ${job.job_name}`, job);
+        this.loops.wake(START_LOOP);
+      },
+      () => waiters.signal(),
+    );
     this.listener = new PgListener(
       target,
       ['trace_tasks', 'trace_dispatch'],

@@ -340,6 +340,29 @@ describe('task-claim (the local transport)', () => {
     expect(Date.now() - t0).toBeLessThan(5_000);
   });
 
+  it('the statement that stores events or completes attempts also starts the next tasks (one transaction, one timestamp)', async () => {
+    const claim = (max: number) => call(url, 'POST', '/internal/task-claim', { token: platform, body: { max } });
+    expect((await postYaml(url, '/v1/dags', TOKEN, DAG('1h', 1, 'serial'))).status).toBe(201);
+    // Events: the reader's task is started by the statement that stores the event.
+    const source = await trigger('serial');
+    await started(source);
+    const [producer] = (await claim(1)).body.tasks;
+    expect(producer.task_id).toBe(source);
+    await call(url, 'POST', '/internal/events', { token: producer.attempt_token, body: { events: [{ output: 0, start: 0, end: 999 }] } });
+    const event = (await task(source)).events[0];
+    const readers = (await call(url, 'GET', '/v1/tasks?dag=serial&job=reader', { token: TOKEN })).body;
+    const reader = await task((readers.tasks ?? readers)[0].id);
+    expect(reader.attempts[0].started_at).toBe(event.created_at);
+
+    // Completions: with max_concurrency 1, the queued run is started by the statement that completes the running one.
+    const second = await trigger('serial');
+    expect((await task(second)).status).toBe('queued');
+    await call(url, 'POST', '/internal/task-complete', { token: producer.attempt_token, body: { status: 'succeeded' } });
+    const [first, next] = [await task(source), await task(second)];
+    expect(next.status).toBe('running');
+    expect(next.attempts[0].started_at).toBe(first.attempts[0].finished_at);
+  });
+
   it('fails an attempt whose payload cannot be built (a secret deleted after deploy) with the reason, and it is retried', async () => {
     const claim = (max: number) => call(url, 'POST', '/internal/task-claim', { token: platform, body: { max } });
     expect((await call(url, 'PUT', '/v1/secrets/claim_key', { token: TOKEN, body: { value: 'k-123' } })).status).toBe(201);

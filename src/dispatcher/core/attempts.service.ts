@@ -6,7 +6,8 @@ import { notFound, TraceError, unauthorized } from '../../common/errors';
 import { hashToken } from '../../common/identity';
 import { SecretCipher } from '../../common/keys/secret-cipher';
 import { ingestEvents, type Producer } from './event-ingest';
-import { MeterSignal, type JobKey } from './meter-signal';
+import { TraceConfig } from '../../config';
+import { MeterSignal, type MeteredRow } from './meter-signal';
 import { outputKeys, SpecCache } from './spec-cache';
 import type { EmittedEvent, EventRef, OutputRef, TaskPayload } from './task-payload';
 
@@ -102,7 +103,7 @@ export const TASK_FETCH_SQL = `WITH x AS (SELECT * FROM unnest($1::uuid[], $2::b
      FROM t LEFT JOIN b ON b.task_id = t.id ${PAYLOAD_JOINS}
      LEFT JOIN LATERAL (SELECT deadline_at, pool_slot FROM task_attempts WHERE task_id = t.id AND attempt = t.attempt LIMIT 1) a ON true`;
 
-/** Completions ($1 token hashes, $2 outcomes, $3 errors), NOTIFY if $4: the gated state change. */
+/** Completions ($1 token hashes, $2 outcomes, $3 errors), NOTIFY if $4, metering with transport $5: the gated state change. */
 export const TASK_FINISH_SQL = `WITH x AS (
      SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[]) AS x(token_hash, outcome, error)
    ), a AS (
@@ -134,9 +135,17 @@ export const TASK_FINISH_SQL = `WITH x AS (
      DELETE FROM worker_slot_leases USING d WHERE worker_slot_leases.task_id = d.task_id
    ), n AS (
      SELECT pg_notify('trace_tasks', k) FROM (SELECT DISTINCT d.dag_id || ' ' || d.job_name AS k FROM d) j WHERE $4
+   ), m AS (
+     -- With $5 (the transport), start the jobs' next tasks here: trace_meter_jobs runs after \`t\`
+     -- (its argument reads t's rows), so its count of running tasks sees these ones finished.
+     SELECT * FROM trace_meter_jobs(
+       (SELECT coalesce(jsonb_agg(DISTINCT jsonb_build_object('dag_id', d.dag_id, 'job_name', d.job_name)), '[]') FROM t JOIN d ON d.task_id = t.id),
+       $5::text)
+      WHERE $5::text IS NOT NULL
    )
    SELECT a.token_hash, a.task_id, a.attempt, a.task_attempt, a.task_status, a.prior_outcome, a.dag_id, a.job_name,
-          (SELECT t.status FROM t WHERE t.id = a.task_id) AS new_status, (SELECT count(*) FROM n) AS notified
+          (SELECT t.status FROM t WHERE t.id = a.task_id) AS new_status, (SELECT count(*) FROM n) AS notified,
+          (SELECT coalesce(json_agg(m), '[]') FROM m) AS metered
      FROM a`;
 
 /** The attempt an attempt token ($1, hashed) stands for, with its task (locked if `lock`) and its DAG's datasets. */
@@ -170,6 +179,7 @@ export class AttemptsService {
     private readonly cipher: SecretCipher,
     private readonly specs: SpecCache,
     private readonly meter: MeterSignal,
+    private readonly config: TraceConfig,
   ) {}
 
   /**
@@ -243,7 +253,7 @@ export class AttemptsService {
       if (payload instanceof TraceError) unbuildable.push({ token, outcome: 'failed', error: `the task could not be prepared: ${payload.message}` });
       else payloads.push({ ...payload, attempt_token: token });
     }
-    if (unbuildable.length) this.meter.wake((await this.finish(this.db, unbuildable)).jobs);
+    if (unbuildable.length) this.meter.metered((await this.finish(this.db, unbuildable)).metered);
     return payloads;
   }
 
@@ -262,12 +272,12 @@ export class AttemptsService {
       if (this.producers.size >= 10_000) this.producers.clear();
       this.producers.set(key, producer);
     }
-    const { fresh, jobs, current } = await ingestEvents(this.db, producer, events, !this.meter.inProcess, hash);
+    const { fresh, current, metered } = await ingestEvents(this.db, producer, events, !this.meter.inProcess, hash, this.meterWith());
     if (!current) {
       this.producers.delete(key);
       throw stale(`attempt ${producer.attempt} of task ${producer.taskId} is not the running attempt; its events are refused`);
     }
-    this.meter.wake(jobs);
+    this.meter.metered(metered);
     return { accepted: fresh, duplicates: events.length - fresh };
   }
 
@@ -278,22 +288,25 @@ export class AttemptsService {
   async complete(token: string, outcome: Outcome, finalEvents: EmittedEvent[], error?: string): Promise<{ status: string; accepted: number }> {
     if (!token.startsWith(ATTEMPT_TOKEN_PREFIX)) throw unauthorized('an attempt token (tra_...) is required on this endpoint');
     if (outcome !== 'succeeded' || finalEvents.length === 0) {
-      const { results: [result], jobs } = await this.finish(this.db, [{ token, outcome, error }]);
-      this.meter.wake(jobs);
+      const { results: [result], metered } = await this.finish(this.db, [{ token, outcome, error }]);
+      this.meter.metered(metered);
       if (result instanceof TraceError) throw result;
       return { ...result!, accepted: 0 };
     }
-    const { result, jobs } = await this.db.transaction(async (tx) => {
+    const { result, jobs, metered } = await this.db.transaction(async (tx) => {
       const a = await this.attemptFor(tx, token);
       this.assertCompletable(a);
+      // The consumers of the final events are metered by the loop once this commits: metering
+      // them here too would take a second job lock in this transaction, in no fixed order.
       const ingested = await ingestEvents(tx, await this.producer(tx, a), finalEvents, !this.meter.inProcess);
       this.producers.delete(hashToken(token).toString('hex'));
       const finished = await this.finish(tx, [{ token, outcome, error }]);
       const [done] = finished.results;
       if (done instanceof TraceError) throw done;
-      return { result: { ...done!, accepted: ingested.fresh }, jobs: [...ingested.jobs, ...finished.jobs] };
+      return { result: { ...done!, accepted: ingested.fresh }, jobs: ingested.jobs, metered: finished.metered };
     });
     this.meter.wake(jobs);
+    this.meter.metered(metered);
     return result;
   }
 
@@ -309,8 +322,8 @@ export class AttemptsService {
       if (!c.token.startsWith(ATTEMPT_TOKEN_PREFIX)) results[i] = { error: unauthorized('an attempt token (tra_...) is required for each completion') };
       else if (c.outcome !== 'succeeded' || c.events.length === 0) plain.push(i);
     }
-    const { results: finished, jobs } = await this.finish(this.db, plain.map((i) => items[i]!));
-    this.meter.wake(jobs);
+    const { results: finished, metered } = await this.finish(this.db, plain.map((i) => items[i]!));
+    this.meter.metered(metered);
     plain.forEach((i, k) => {
       const r = finished[k]!;
       results[i] = r instanceof TraceError ? { error: r } : { ...r, accepted: 0 };
@@ -392,22 +405,21 @@ export class AttemptsService {
   /**
    * The gated state change, in one statement for any number of attempts: each task moves on
    * (queued for a retry, or its final status), its attempt is closed, its slot released, and the
-   * metering loop is told which jobs have room again (returned; with NOTIFY too unless this
-   * process meters, see MeterSignal). The caller wakes metering once its transaction commits.
+   * jobs with room again are metered in the same statement when this process meters (their
+   * next tasks start; `metered`, for MeterSignal.metered once the caller's transaction commits),
+   * or told with NOTIFY trace_tasks when it does not.
    */
-  private async finish(db: Queryable, items: Pick<Completion, 'token' | 'outcome' | 'error'>[]): Promise<{ results: ({ status: string } | TraceError)[]; jobs: JobKey[] }> {
-    if (items.length === 0) return { results: [], jobs: [] };
+  private async finish(db: Queryable, items: Pick<Completion, 'token' | 'outcome' | 'error'>[]): Promise<{ results: ({ status: string } | TraceError)[]; metered: MeteredRow[] }> {
+    if (items.length === 0) return { results: [], metered: [] };
     const hashes = items.map((c) => hashToken(c.token));
     for (const h of hashes) this.producers.delete(h.toString('hex')); // a completed attempt posts no more events
-    const rows = await prepared<{ token_hash: Buffer; task_id: string; attempt: number; task_attempt: number; task_status: string; prior_outcome: string | null; new_status: string | null; dag_id: string; job_name: string }>(
+    const rows = await prepared<{ token_hash: Buffer; task_id: string; attempt: number; task_attempt: number; task_status: string; prior_outcome: string | null; new_status: string | null; metered: MeteredRow[] }>(
       db,
       'trace_task_finish',
       TASK_FINISH_SQL,
-      [hashes, items.map((c) => c.outcome), items.map((c) => c.error ?? null), !this.meter.inProcess],
+      [hashes, items.map((c) => c.outcome), items.map((c) => c.error ?? null), !this.meter.inProcess, this.meterWith()],
     );
     const byHash = new Map(rows.map((r) => [r.token_hash.toString('hex'), r]));
-    const jobs = new Map<string, JobKey>();
-    for (const r of rows) if (r.new_status) jobs.set(`${r.dag_id} ${r.job_name}`, { dag_id: r.dag_id, job_name: r.job_name });
     const results = hashes.map((h) => {
       const row = byHash.get(h.toString('hex'));
       if (!row) return unauthorized('attempt token is unknown');
@@ -416,7 +428,12 @@ export class AttemptsService {
       if (!['running', 'queued'].includes(row.task_status)) return stale(`task ${row.task_id} is already ${row.task_status}`);
       return stale(`attempt ${row.attempt} of task ${row.task_id} already completed (${row.prior_outcome})`);
     });
-    return { results, jobs: [...jobs.values()] };
+    return { results, metered: rows[0]?.metered ?? [] };
+  }
+
+  /** The transport to meter with inside the task path's statements, when this process meters (MeterSignal). */
+  private meterWith(): string | null {
+    return this.meter.inProcess ? this.config.dispatch.transport : null;
   }
 
   private assertCompletable(a: AttemptRow): void {

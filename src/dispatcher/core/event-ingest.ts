@@ -2,7 +2,7 @@ import { HttpStatus } from '@nestjs/common';
 import { prepared, type Queryable } from '../../common/db';
 import { badRequest, TraceError } from '../../common/errors';
 import { eventScope } from './event-validation';
-import type { JobKey } from './meter-signal';
+import type { JobKey, MeteredRow } from './meter-signal';
 import type { EmittedEvent } from './task-payload';
 
 export interface Producer {
@@ -33,8 +33,9 @@ export async function ingestEvents(
   events: EmittedEvent[],
   notify: boolean,
   gate: Buffer | null = null,
-): Promise<{ fresh: number; jobs: JobKey[]; current: boolean }> {
-  if (events.length === 0) return { fresh: 0, jobs: [], current: true };
+  meterWith: string | null = null,
+): Promise<{ fresh: number; jobs: JobKey[]; current: boolean; metered: MeteredRow[] }> {
+  if (events.length === 0) return { fresh: 0, jobs: [], current: true, metered: [] };
   const rows = events.map((e, i) => {
     const datasetUuid = producer.outputs[e.output ?? 0];
     if (!datasetUuid) {
@@ -53,7 +54,7 @@ export async function ingestEvents(
       payload: e.payload ?? {},
     };
   });
-  const [result] = await prepared<{ missing: number; fresh: number; jobs: JobKey[]; current: boolean }>(db, 'trace_event_ingest', EVENT_INGEST_SQL, [
+  const [result] = await prepared<{ missing: number; fresh: number; jobs: JobKey[]; current: boolean; metered: MeteredRow[] }>(db, 'trace_event_ingest', EVENT_INGEST_SQL, [
     JSON.stringify(rows),
     producer.orgId,
     producer.taskId,
@@ -61,13 +62,14 @@ export async function ingestEvents(
     producer.dagId,
     notify,
     gate,
+    meterWith,
   ]);
-  if (!result!.current) return { fresh: 0, jobs: [], current: false };
+  if (!result!.current) return { fresh: 0, jobs: [], current: false, metered: [] };
   if (result!.missing > 0) {
     // An event for an output without a current dataset version would be lost: refuse it (nothing was stored).
     throw new TraceError(HttpStatus.CONFLICT, 'no_current_version', `an output of job "${producer.jobName}" has no current dataset version to write events for`);
   }
-  return { fresh: result!.fresh, jobs: result!.jobs, current: true };
+  return { fresh: result!.fresh, jobs: result!.jobs, current: true, metered: result!.metered };
 }
 
 /**
@@ -75,7 +77,8 @@ export async function ingestEvents(
  * the dataset's current version — unless an output has none, then nothing is — and each event
  * that is new gets one task per consuming job input, with the job's settings from its DAG's
  * active version. Returns how many outputs lacked a version, how many events were new, and the
- * jobs that got tasks ($6: also NOTIFY trace_tasks for each). With $7 (an attempt token's hash)
+ * jobs that got tasks ($6: also NOTIFY trace_tasks for each), and with $8 (the transport) meters
+ * those jobs in the same statement (`metered`: see trace_meter_jobs). With $7 (an attempt token's hash)
  * nothing is stored unless that attempt is its running task's current, unfinished one (the task
  * row locked, so a completion or a newer attempt cannot slip in between). The probes are LATERAL
  * so the cached generic plan stays index lookups (test/e2e/hot-plans).
@@ -115,10 +118,15 @@ export const EVENT_INGEST_SQL = `WITH g AS (
   ), n AS (
     -- Tell metering which jobs have new work (docs/architecture/contracts.md, "Wake-ups").
     SELECT pg_notify('trace_tasks', dag_id || ' ' || job_name) FROM jobs WHERE $6
+  ), m AS (
+    -- With $8 (the transport), start the new tasks here (trace_meter_jobs runs after the inserts).
+    SELECT * FROM trace_meter_jobs((SELECT coalesce(jsonb_agg(jsonb_build_object('dag_id', dag_id, 'job_name', job_name)), '[]') FROM jobs), $8::text)
+     WHERE $8::text IS NOT NULL
   )
   SELECT ($7::bytea IS NULL OR EXISTS (SELECT 1 FROM g)) AS current,
          (SELECT count(*)::int FROM xp WHERE dataset_version IS NULL) AS missing,
          (SELECT count(*)::int FROM ev) AS fresh,
          (SELECT coalesce(json_agg(json_build_object('dag_id', dag_id, 'job_name', job_name)), '[]') FROM jobs) AS jobs,
+         (SELECT coalesce(json_agg(m), '[]') FROM m) AS metered,
          (SELECT count(*) FROM n) AS notified`;
 

@@ -16,12 +16,23 @@ export interface JobKey {
  * NOTIFY, WAL flush included, so a NOTIFY on every completion and every event batch put
  * the whole task path behind one lock (docs/benchmarks.md).
  */
+/** A row of trace_meter_jobs: a task it started, or a job it left to the metering loop (`handled` false). */
+export interface MeteredRow {
+  dag_id: string;
+  job_name: string;
+  task_id: string | null;
+  handled: boolean;
+}
+
 @Injectable()
 export class MeterSignal {
   private meter?: (jobs: JobKey[]) => void;
+  private onStarted?: () => void;
 
-  attach(meter: (jobs: JobKey[]) => void): void {
+  /** `meter` wakes the metering loop for jobs; `started` is told that attempts were started elsewhere (for waiting claims). */
+  attach(meter: (jobs: JobKey[]) => void, started: () => void): void {
     this.meter = meter;
+    this.onStarted = started;
   }
 
   /** True when this process meters: statements skip their NOTIFY and callers wake() after commit. */
@@ -31,5 +42,14 @@ export class MeterSignal {
 
   wake(jobs: JobKey[]): void {
     if (jobs.length) this.meter?.(jobs);
+  }
+
+  /**
+   * After a committed statement that metered its jobs in place (trace_meter_jobs): waiting claims
+   * look again if it started tasks, and the loop takes the jobs it did not handle.
+   */
+  metered(rows: MeteredRow[]): void {
+    if (rows.some((r) => r.task_id)) this.onStarted?.();
+    this.wake(rows.filter((r) => !r.handled).map(({ dag_id, job_name }) => ({ dag_id, job_name })));
   }
 }
