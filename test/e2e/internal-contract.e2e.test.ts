@@ -287,6 +287,10 @@ describe('task-claim (the local transport)', () => {
   afterAll(async () => {
     expect(await trace.stop()).toBe(0);
   });
+  // Each test starts with nothing claimable: what an earlier test left started is taken first.
+  beforeEach(async () => {
+    while ((await call(url, 'POST', '/internal/task-claim', { token: platform, body: { max: 100 } })).body.tasks.length > 0);
+  });
 
   it('binds the oldest started attempts, each to one caller only, with their payloads', async () => {
     const claim = (max: unknown, token = platform, extra: object = {}) => call(url, 'POST', '/internal/task-claim', { token, body: { max, ...extra } });

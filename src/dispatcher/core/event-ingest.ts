@@ -21,7 +21,8 @@ export interface Producer {
  * One statement per call whatever the number of events. Runs in the caller's transaction (or is
  * its own): the events, their tasks and the caller's own change commit together. Returns how many
  * were new and the jobs that got tasks; with `notify` the statement also sends them as NOTIFY
- * trace_tasks (MeterSignal: a caller in a metering process wakes its own loop after commit instead).
+ * trace_tasks. With `meterWith` (the transport; a caller in a metering process) it also starts
+ * those jobs' tasks itself (`metered`, for MeterSignal.metered once committed).
  *
  * With `gate` (an attempt token's hash), the statement itself is the attempt gate: it locks the
  * task and stores nothing unless the token's attempt is the running task's current, unfinished
