@@ -7,6 +7,7 @@ import { AwsLambdaInvoker, LocalLambdaInvoker } from './lambda/lambda-invoker';
 import { DispatcherCoreModule } from './core/dispatcher-core.module';
 import { DispatcherLoops } from './dispatcher-loops.service';
 import { ClaimWaiters } from './internal/claim-waiters';
+import { InternalFastPath } from './internal/internal-fast-path';
 import { InternalController } from './internal/internal.controller';
 import { NodeReaper } from './node-reaper.service';
 import { TransportModule } from './transport/transport.module';
@@ -17,6 +18,7 @@ import { TransportModule } from './transport/transport.module';
   controllers: [InternalController],
   providers: [
     ClaimWaiters,
+    InternalFastPath,
     NodeReaper,
     DispatcherLoops,
     LambdaDispatch,

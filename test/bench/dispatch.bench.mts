@@ -30,6 +30,8 @@ const WORKERS = Number(process.env.BENCH_WORKERS ?? 8);
 const BURN = Number(process.env.BENCH_BURN ?? 20_000);
 const STREAM_PER_PRODUCER = Number(process.env.BENCH_STREAM ?? 1_000);
 const PACED_SECONDS = Number(process.env.BENCH_PACED_SECONDS ?? 10);
+/** Rounds of every scenario on every side, in alternating order; figures are the medians (the machine is noisy). */
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const TOKEN = 'trc_bench-dev-token-000000000000000';
 
 const pct = (xs: number[], p: number) => {
@@ -203,12 +205,13 @@ async function graphileRunner(r: Run, batched: boolean) {
 
 // ---------------------------------------------------------------- scenarios
 type Side = 'trace' | 'graphile' | 'graphile (batched)';
-const results: Record<string, Record<Side, string>> = {};
-const record = (scenario: string, side: Side, value: string) => ((results[scenario] ??= {} as Record<Side, string>)[side] = value);
 
 /** CPU time so far: Postgres (every backend), the Trace process, and this process (the workers; graphile-worker runs here). */
 const cpuNow = () => ({ postgres: cpuMsOf(['postgres']), trace: dispatcher.pid ? cpuMsOfPid(dispatcher.pid) : 0, bench: (process.cpuUsage().user + process.cpuUsage().system) / 1000 });
-const cpuPerTask: Record<string, string> = {};
+/** Burn CPU ms per task, per side and round: Postgres, the Trace process (0 for graphile-worker), this process. */
+const cpuPerTask: Partial<Record<Side, { postgres: number; trace: number; bench: number }[]>> = {};
+const addCpu = (side: Side, c0: ReturnType<typeof cpuNow>, c1: ReturnType<typeof cpuNow>, trace: boolean) =>
+  (cpuPerTask[side] ??= []).push({ postgres: (c1.postgres - c0.postgres) / BURN, trace: trace ? (c1.trace - c0.trace) / BURN : 0, bench: (c1.bench - c0.bench) / BURN });
 
 async function burn(side: Side) {
   const r: Run = { latencies: [], done: 0, stop: false };
@@ -224,7 +227,7 @@ async function burn(side: Side) {
     const c1 = cpuNow();
     r.stop = true;
     await workers;
-    cpuPerTask[side] = `Postgres ${((c1.postgres - c0.postgres) / BURN).toFixed(2)}, Trace process ${((c1.trace - c0.trace) / BURN).toFixed(2)}, workers ${((c1.bench - c0.bench) / BURN).toFixed(2)}`;
+    addCpu(side, c0, c1, true);
     return BURN / secs;
   }
   for (let i = 0; i < BURN; i += 1000) await gAdd(Math.min(1000, BURN - i));
@@ -235,7 +238,7 @@ async function burn(side: Side) {
   const secs = (performance.now() - t) / 1000;
   const c1 = cpuNow();
   await runner.stop();
-  cpuPerTask[side] = `Postgres ${((c1.postgres - c0.postgres) / BURN).toFixed(2)}, graphile-worker ${((c1.bench - c0.bench) / BURN).toFixed(2)}`;
+  addCpu(side, c0, c1, false);
   return BURN / secs;
 }
 
@@ -288,34 +291,48 @@ async function paced(side: Side) {
 }
 
 const sides: Side[] = process.env.BENCH_ONLY ? [process.env.BENCH_ONLY as Side] : ['trace', 'graphile', 'graphile (batched)'];
-for (const side of sides) record('burn: tasks/s', side, (await burn(side)).toFixed(0));
-for (const side of sides) {
-  const s = await stream(side);
-  record('stream: tasks/s', side, s.rate.toFixed(0));
-  record('stream: submit→start p50 ms', side, s.p50.toFixed(1));
-  record('stream: submit→start p99 ms', side, s.p99.toFixed(1));
-}
-for (const side of sides) {
-  const p = await paced(side);
-  record('paced 200/s: submit→start p50 ms', side, p.p50.toFixed(1));
-  record('paced 200/s: submit→start p99 ms', side, p.p99.toFixed(1));
+const results: Record<string, Partial<Record<Side, number[]>>> = {};
+const record = (scenario: string, side: Side, value: number) => ((results[scenario] ??= {})[side] ??= []).push(value);
+for (let round = 0; round < ROUNDS; round++) {
+  // Who goes first alternates, so a slow spell of the machine does not always land on one side.
+  const order = round % 2 === 0 ? sides : [...sides].reverse();
+  for (const side of order) record('burn: tasks/s', side, await burn(side));
+  for (const side of order) {
+    const s = await stream(side);
+    record('stream: tasks/s', side, s.rate);
+    record('stream: submit→start p50 ms', side, s.p50);
+    record('stream: submit→start p99 ms', side, s.p99);
+  }
+  for (const side of order) {
+    const p = await paced(side);
+    record('paced 200/s: submit→start p50 ms', side, p.p50);
+    record('paced 200/s: submit→start p99 ms', side, p.p99);
+  }
 }
 
-console.log(`\nmachine: ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}; workers ${WORKERS}; burn ${BURN}; stream 8 × ${STREAM_PER_PRODUCER}; paced ${PACED_SECONDS} s`);
+const median = (xs: number[] | undefined) => (xs?.length ? pct(xs, 50) : NaN);
+const fmt = (x: number) => (Number.isNaN(x) ? '–' : x >= 100 ? x.toFixed(0) : x.toFixed(1));
+console.log(`\nmachine: ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}; workers ${WORKERS}; burn ${BURN}; stream 8 × ${STREAM_PER_PRODUCER}; paced ${PACED_SECONDS} s; medians of ${ROUNDS} rounds`);
 console.log('| scenario | Trace | graphile-worker (default) | graphile-worker (batched) | Trace ÷ default | Trace ÷ batched |');
 console.log('|---|---|---|---|---|---|');
 for (const [scenario, v] of Object.entries(results)) {
-  const ratio = (a: string, b: string) => (Number(a) / Number(b)).toFixed(2);
-  console.log(`| ${scenario} | ${v.trace} | ${v.graphile} | ${v['graphile (batched)']} | ${ratio(v.trace, v.graphile)} | ${ratio(v.trace, v['graphile (batched)'])} |`);
+  const [t, g, b] = [median(v.trace), median(v.graphile), median(v['graphile (batched)'])];
+  console.log(`| ${scenario} | ${fmt(t)} | ${fmt(g)} | ${fmt(b)} | ${(t / g).toFixed(2)} | ${(t / b).toFixed(2)} |`);
 }
-
-console.log('\nburn, CPU ms per task:');
-for (const [side, v] of Object.entries(cpuPerTask)) console.log(`- ${side}: ${v}`);
+console.log('\nTrace ÷ default, round by round:');
+for (const [scenario, v] of Object.entries(results)) {
+  console.log(`- ${scenario}: ${(v.trace ?? []).map((t, i) => (t / (v.graphile?.[i] ?? NaN)).toFixed(2)).join(', ')}`);
+}
+console.log('\nburn, CPU ms per task (medians):');
+for (const [side, rounds] of Object.entries(cpuPerTask)) {
+  const m = (k: 'postgres' | 'trace' | 'bench') => median(rounds!.map((r) => r[k])).toFixed(2);
+  console.log(side === 'trace' ? `- trace: Postgres ${m('postgres')}, Trace process ${m('trace')}, workers ${m('bench')}` : `- ${side}: Postgres ${m('postgres')}, graphile-worker ${m('bench')}`);
+}
 
 if (STATEMENTS) {
   await traceDb.query('CREATE EXTENSION IF NOT EXISTS pg_stat_statements');
   const { rows } = await traceDb.query(
-    `SELECT calls, round(total_exec_time)::int AS exec_ms, round(total_plan_time)::int AS plan_ms, round(mean_exec_time::numeric, 3) AS mean_exec_ms, round(mean_plan_time::numeric, 3) AS mean_plan_ms, left(regexp_replace(query, '\\s+', ' ', 'g'), 90) AS query
+    `SELECT calls, round(total_exec_time)::int AS exec_ms, round(total_plan_time)::int AS plan_ms, round(mean_exec_time::numeric, 3) AS mean_exec_ms, round(mean_plan_time::numeric, 3) AS mean_plan_ms, round(shared_blks_hit::numeric / nullif(calls, 0), 1) AS blks_per_call, round(rows::numeric / nullif(calls, 0), 1) AS rows_per_call, left(regexp_replace(query, '\\s+', ' ', 'g'), 90) AS query
        FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = 'bench_trace' ORDER BY total_exec_time + total_plan_time DESC LIMIT 12`,
   );
   console.table(rows);

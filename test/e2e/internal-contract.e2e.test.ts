@@ -256,6 +256,49 @@ describe('the internal contract: attempt gating, idempotent events, cancel', () 
     expect(twice.body.results[0]).toMatchObject({ status_code: 409, error: { code: 'stale_attempt' } });
   });
 
+
+  it('the hot routes, served ahead of the framework, answer exactly as the framework does', async () => {
+    // A query string sends a hot route through Express and Nest (InternalFastPath serves exact paths only).
+    const both = async (path: string, options: Parameters<typeof call>[3]) => {
+      const fast = await call(url, 'POST', path, options);
+      const framework = await call(url, 'POST', `${path}?via=framework`, options);
+      return { fast, framework };
+    };
+    const cases: [string, Parameters<typeof call>[3], number][] = [
+      ['/internal/task-claim', { token: platform, body: { max: 0, wait_ms: -1, extra: 1 } }, 400],
+      ['/internal/task-claim', { token: platform, body: { max: 0, wait_ms: -1 } }, 400],
+      ['/internal/task-claim', { token: platform, rawBody: '[1]' }, 400],
+      ['/internal/task-claim', { token: TOKEN, body: { max: 1 } }, 401],
+      ['/internal/task-claim', { token: 'tra_forged', body: { max: 1 } }, 401],
+      ['/internal/task-claim', { body: { max: 1 } }, 401],
+      ['/internal/task-complete-batch', { token: platform, body: { completions: [] } }, 400],
+      ['/internal/task-complete-batch', { token: platform, body: { completions: [{ attempt_token: 'tra_forged', status: 'succeeded' }] } }, 200],
+      ['/internal/events', { token: platform, body: { events: [] } }, 401],
+      ['/internal/events', { token: 'tra_forged', body: { events: [{ output: 0 }] } }, 400],
+      ['/internal/events', { token: 'tra_forged', body: { events: [{ output: 0, partition_key: 'p' }] } }, 401],
+      ['/internal/events', { token: 'tra_forged', body: { events: [], more: true } }, 400],
+      ['/internal/task-complete', { token: 'tra_forged', body: { status: 'done', error: 7 } }, 400],
+      ['/internal/task-complete', { token: 'tra_forged', body: { status: 'succeeded' } }, 401],
+    ];
+    for (const [path, options, status] of cases) {
+      const { fast, framework } = await both(path, { ...options, headers: { 'x-request-id': 'hot-route-check' } });
+      expect({ path, status: fast.status, body: fast.body }).toEqual({ path, status, body: framework.body });
+      expect(framework.status).toBe(status);
+      expect(fast.headers.get('content-type')).toBe(framework.headers.get('content-type'));
+      expect(fast.headers.get('x-request-id')).toBe('hot-route-check');
+    }
+    // Malformed JSON is refused the same way (the parser's own wording may differ).
+    const { fast, framework } = await both('/internal/task-claim', { token: platform, rawBody: '{"max": 1' });
+    expect([fast.status, fast.body.error.code, framework.status, framework.body.error.code]).toEqual([400, 'malformed_json', 400, 'malformed_json']);
+    // A body the hot route does not read itself (not JSON) goes to the framework, which refuses it as before.
+    const text = await call(url, 'POST', '/internal/task-claim', { token: platform, rawBody: 'max=1', headers: { 'content-type': 'text/plain' } });
+    expect([text.status, text.body.error.code]).toEqual([400, 'validation_failed']);
+    // Both paths are counted under the route's one label. Express counts a body it cannot parse as
+    // "unmatched", the hot route under its path: without the hot routes this would count 7.
+    const metrics = (await call(url, 'GET', '/metrics')).text;
+    const served = Number(/trace_http_requests_total\{method="POST",route="\/internal\/task-claim",status="400"\} (\d+)/.exec(metrics)?.[1]);
+    expect(served).toBeGreaterThanOrEqual(2 * 3 + 1 + 1);
+  });
 });
 
 /**

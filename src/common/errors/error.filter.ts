@@ -1,6 +1,7 @@
 import { ArgumentsHost, Catch, ExceptionFilter, HttpException, HttpStatus } from '@nestjs/common';
 import type { Request, Response } from 'express';
 import { randomUUID } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
 import { JsonLogger } from '../logging/json-logger';
 import { TraceError } from './trace-error';
 
@@ -38,7 +39,8 @@ export class ErrorFilter implements ExceptionFilter {
     res.status(status).json(body);
   }
 
-  render(exception: unknown, req: Request): { status: number; body: ErrorBody } {
+  /** The status and body for an exception (also used by the routes served ahead of Express). */
+  render(exception: unknown, req: IncomingMessage & { originalUrl?: string }): { status: number; body: ErrorBody } {
     if (exception instanceof TraceError) {
       return { status: exception.status, body: errorBody(exception.code, exception.message, exception.details) };
     }
@@ -61,7 +63,7 @@ export class ErrorFilter implements ExceptionFilter {
     this.logger.event('error', 'ErrorFilter', 'unhandled error', {
       correlation_id: correlationId,
       method: req.method,
-      path: req.originalUrl,
+      path: req.originalUrl ?? req.url,
       error: exception instanceof Error ? exception.message : String(exception),
       stack: exception instanceof Error ? exception.stack : undefined,
     });

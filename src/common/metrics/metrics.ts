@@ -1,4 +1,5 @@
 import { Injectable, NestMiddleware } from '@nestjs/common';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { NextFunction, Request, Response } from 'express';
 import { collectDefaultMetrics, Counter, Histogram, Registry } from 'prom-client';
 
@@ -23,6 +24,16 @@ export class MetricsRegistry {
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'trace_' });
   }
+
+  /** Counts and times a request when it finishes, under the route pattern `route()` names then. */
+  timeRequest(req: IncomingMessage, res: ServerResponse, route: () => string): void {
+    const end = this.httpDuration.startTimer();
+    res.on('finish', () => {
+      const labels = { method: req.method ?? 'GET', route: route() };
+      end(labels);
+      this.httpRequests.inc({ ...labels, status: String(res.statusCode) });
+    });
+  }
 }
 
 /** Counts and times every request; labels by matched route pattern so cardinality stays bounded. */
@@ -31,13 +42,7 @@ export class HttpMetricsMiddleware implements NestMiddleware {
   constructor(private readonly metrics: MetricsRegistry) {}
 
   use(req: Request, res: Response, next: NextFunction): void {
-    const end = this.metrics.httpDuration.startTimer();
-    res.on('finish', () => {
-      const route = (req.route as { path?: string } | undefined)?.path ?? 'unmatched';
-      const labels = { method: req.method, route: `${req.baseUrl ?? ''}${route}` };
-      end(labels);
-      this.metrics.httpRequests.inc({ ...labels, status: String(res.statusCode) });
-    });
+    this.metrics.timeRequest(req, res, () => `${req.baseUrl ?? ''}${(req.route as { path?: string } | undefined)?.path ?? 'unmatched'}`);
     next();
   }
 }

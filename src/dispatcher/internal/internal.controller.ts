@@ -1,35 +1,18 @@
 import { Body, Controller, Get, Headers, HttpCode, Post, Put, Query, Req, UseGuards } from '@nestjs/common';
 import { ApiExcludeController } from '@nestjs/swagger';
-import { Allow, IsIn, IsInt, IsOptional, IsString, IsUUID, MaxLength, Min } from 'class-validator';
+import { Allow, IsInt, IsUUID, Min } from 'class-validator';
 import type { Request } from 'express';
 import { Public } from '../../common/auth';
-import { badRequest, TraceError } from '../../common/errors';
+import { badRequest, type FieldViolation, TraceError } from '../../common/errors';
 import { ATTEMPT_TOKEN_PREFIX, AttemptsService, type Completion, type Outcome } from '../core/attempts.service';
 import { validateEmittedEvents } from '../core/event-validation';
+import type { EmittedEvent } from '../core/task-payload';
 import { ClaimWaiters } from './claim-waiters';
-import { InternalAuthGuard, InternalRequest, PlatformCredential } from './internal-auth.guard';
+import { InternalAuthGuard, type InternalRequest, PlatformCredential } from './internal-auth.guard';
 
 export class TaskFetchQuery {
   @IsUUID('all', { message: 'task_id must be a UUID' })
   task_id!: string;
-}
-
-export class EventsBody {
-  @Allow()
-  events!: unknown;
-}
-
-export class CompleteBody {
-  @IsIn(['succeeded', 'failed', 'canceled'], { message: 'status must be succeeded, failed or canceled' })
-  status!: 'succeeded' | 'failed' | 'canceled';
-
-  @IsOptional()
-  @IsString()
-  @MaxLength(4000)
-  error?: string;
-
-  @Allow()
-  events?: unknown;
 }
 
 const STATE_MAX_BYTES = 1024 * 1024;
@@ -55,26 +38,52 @@ export class TaskFetchBatchBody {
 export const CLAIM_WAIT_MAX_MS = 20_000;
 
 /**
- * `{"max": n, "wait_ms"?: w}`: how many attempts a wrapper can take now, and how long it will
- * wait for one if there is none. Validated by hand (the hot path skips the DTO machinery).
+ * The hot routes' bodies are validated by hand (the DTO machinery costs the task path CPU per
+ * call), with the same error shape: a JSON object with only the known fields, each checked.
  */
+function objectBody(raw: unknown, known: string[], shape: string): Record<string, unknown> {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw badRequest('validation_failed', `body: must be a JSON object ${shape}`, [{ field: 'body', reason: `must be a JSON object ${shape}` }]);
+  const unknown = Object.keys(raw).filter((k) => !known.includes(k)).map((k) => ({ field: k, reason: 'is not a known field' }));
+  if (unknown.length) throw invalid(unknown);
+  return raw as Record<string, unknown>;
+}
+
+function invalid(violations: FieldViolation[], what = 'request is invalid'): TraceError {
+  return badRequest('validation_failed', `${what}: ${violations.map((v) => `${v.field}: ${v.reason}`).join('; ')}`, violations);
+}
+
+/** `{"max": n, "wait_ms"?: w}`: how many attempts a wrapper can take now, and how long it will wait for one if there is none. */
 function claimBody(raw: unknown): { max: number; waitMs: number } {
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw badRequest('validation_failed', 'body: must be a JSON object {"max": n}', [{ field: 'body', reason: 'must be a JSON object {"max": n}' }]);
-  const { max, wait_ms: waitMs = 0, ...rest } = raw as Record<string, unknown>;
-  const violations = Object.keys(rest).map((k) => ({ field: k, reason: 'is not a known field' }));
+  const { max, wait_ms: waitMs = 0 } = objectBody(raw, ['max', 'wait_ms'], '{"max": n}');
+  const violations: FieldViolation[] = [];
   if (typeof max !== 'number' || !Number.isInteger(max) || max < 1 || max > INTERNAL_BATCH_MAX) violations.push({ field: 'max', reason: `must be an integer from 1 to ${INTERNAL_BATCH_MAX}` });
   if (typeof waitMs !== 'number' || !Number.isInteger(waitMs) || waitMs < 0 || waitMs > CLAIM_WAIT_MAX_MS) violations.push({ field: 'wait_ms', reason: `must be an integer from 0 to ${CLAIM_WAIT_MAX_MS}` });
-  if (violations.length) throw badRequest('validation_failed', `request is invalid: ${violations.map((v) => `${v.field}: ${v.reason}`).join('; ')}`, violations);
+  if (violations.length) throw invalid(violations);
   return { max: max as number, waitMs: waitMs as number };
 }
 
-/** `{"completions": [...]}`, validated by hand (completions()), like claimMax. */
+/** `{"completions": [...]}` (task-complete-batch). */
 function completionsBody(raw: unknown): Completion[] {
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw badRequest('validation_failed', 'body: must be a JSON object {"completions": [...]}', [{ field: 'body', reason: 'must be a JSON object {"completions": [...]}' }]);
-  const { completions: list, ...rest } = raw as Record<string, unknown>;
-  const unknown = Object.keys(rest).map((k) => ({ field: k, reason: 'is not a known field' }));
-  if (unknown.length) throw badRequest('validation_failed', `request is invalid: ${unknown.map((v) => `${v.field}: ${v.reason}`).join('; ')}`, unknown);
-  return completions(list);
+  return completions(objectBody(raw, ['completions'], '{"completions": [...]}').completions);
+}
+
+/** `{"events": [...]}` (events). */
+function eventsBody(raw: unknown): EmittedEvent[] {
+  return events(objectBody(raw, ['events'], '{"events": [...]}').events);
+}
+
+const OUTCOMES = ['succeeded', 'failed', 'canceled'];
+
+/** `{"status": ..., "error"?: ..., "events"?: [...]}` (task-complete). */
+function completeBody(raw: unknown): { status: Outcome; error?: string; events: EmittedEvent[] } {
+  const { status, error, events: list } = objectBody(raw, ['status', 'error', 'events'], '{"status": ...}');
+  const violations: FieldViolation[] = [];
+  if (!OUTCOMES.includes(status as string)) violations.push({ field: 'status', reason: 'must be succeeded, failed or canceled' });
+  if (error !== undefined && (typeof error !== 'string' || error.length > 4000)) violations.push({ field: 'error', reason: 'must be a string of at most 4000 characters' });
+  const parsed = validateEmittedEvents(list);
+  violations.push(...parsed.violations);
+  if (violations.length) throw invalid(violations);
+  return { status: status as Outcome, error: error as string | undefined, events: parsed.events };
 }
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -84,7 +93,7 @@ function taskIds(raw: unknown): string[] {
     throw badRequest('validation_failed', `task_ids: must be an array of 1 to ${INTERNAL_BATCH_MAX} task ids`, [{ field: 'task_ids', reason: `must be an array of 1 to ${INTERNAL_BATCH_MAX} task ids` }]);
   }
   const violations = raw.flatMap((id, i) => (typeof id === 'string' && UUID_RE.test(id) ? [] : [{ field: `task_ids[${i}]`, reason: 'must be a UUID' }]));
-  if (violations.length) throw badRequest('validation_failed', `invalid task_ids: ${violations.map((v) => `${v.field}: ${v.reason}`).join('; ')}`, violations);
+  if (violations.length) throw invalid(violations, 'invalid task_ids');
   return raw as string[];
 }
 
@@ -92,7 +101,7 @@ function completions(raw: unknown): Completion[] {
   if (!Array.isArray(raw) || raw.length === 0 || raw.length > INTERNAL_BATCH_MAX) {
     throw badRequest('validation_failed', `completions: must be an array of 1 to ${INTERNAL_BATCH_MAX} completions`, [{ field: 'completions', reason: `must be an array of 1 to ${INTERNAL_BATCH_MAX} completions` }]);
   }
-  const violations: { field: string; reason: string }[] = [];
+  const violations: FieldViolation[] = [];
   const seen = new Set<string>();
   const out = raw.map((c: unknown, i): Completion => {
     const at = `completions[${i}]`;
@@ -105,13 +114,13 @@ function completions(raw: unknown): Completion[] {
     if (typeof token !== 'string' || !token.startsWith(ATTEMPT_TOKEN_PREFIX)) violations.push({ field: `${at}.attempt_token`, reason: `must be an attempt token (${ATTEMPT_TOKEN_PREFIX}...)` });
     else if (seen.has(token)) violations.push({ field: `${at}.attempt_token`, reason: 'completes an attempt already completed earlier in this batch' });
     else seen.add(token);
-    if (!['succeeded', 'failed', 'canceled'].includes(status as string)) violations.push({ field: `${at}.status`, reason: 'must be succeeded, failed or canceled' });
+    if (!OUTCOMES.includes(status as string)) violations.push({ field: `${at}.status`, reason: 'must be succeeded, failed or canceled' });
     if (error !== undefined && (typeof error !== 'string' || error.length > 4000)) violations.push({ field: `${at}.error`, reason: 'must be a string of at most 4000 characters' });
     const parsed = validateEmittedEvents(evs, `${at}.events`);
     violations.push(...parsed.violations);
     return { token: token as string, outcome: status as Outcome, error: error as string | undefined, events: parsed.events };
   });
-  if (violations.length) throw badRequest('validation_failed', `invalid completions: ${violations.map((v) => `${v.field}: ${v.reason}`).join('; ')}`, violations);
+  if (violations.length) throw invalid(violations, 'invalid completions');
   return out;
 }
 
@@ -120,9 +129,9 @@ function itemError(err: TraceError) {
   return { status_code: err.status, error: { code: err.code, message: err.message } };
 }
 
-function events(raw: unknown) {
+function events(raw: unknown): EmittedEvent[] {
   const { events, violations } = validateEmittedEvents(raw);
-  if (violations.length) throw badRequest('validation_failed', `invalid events: ${violations.map((v) => `${v.field}: ${v.reason}`).join('; ')}`, violations);
+  if (violations.length) throw invalid(violations, 'invalid events');
   return events;
 }
 
@@ -190,14 +199,15 @@ export class InternalController {
 
   @Post('events')
   @HttpCode(200)
-  emit(@Req() req: Request & InternalRequest, @Body() body: EventsBody) {
-    return this.attempts.emit(req.attemptToken!, events(body.events));
+  emit(@Req() req: InternalRequest, @Body() body: unknown) {
+    return this.attempts.emit(req.attemptToken!, eventsBody(body));
   }
 
   @Post('task-complete')
   @HttpCode(200)
-  complete(@Req() req: Request & InternalRequest, @Body() body: CompleteBody) {
-    return this.attempts.complete(req.attemptToken!, body.status, events(body.events), body.error);
+  complete(@Req() req: InternalRequest, @Body() body: unknown) {
+    const { status, error, events } = completeBody(body);
+    return this.attempts.complete(req.attemptToken!, status, events, error);
   }
 
   /** Operator state (stateful built-in operators): read, and compare-and-set. */
