@@ -1,5 +1,7 @@
 import { BeforeApplicationShutdown, Inject, Injectable, OnApplicationBootstrap } from '@nestjs/common';
 import { DATABASE_TARGET, PgListener, type DatabaseTarget } from '../common/db';
+import type { EventEmitter } from 'node:events';
+import { DataSource } from 'typeorm';
 import { BackgroundLoops } from '../common/lifecycle';
 import { JsonLogger } from '../common/logging/json-logger';
 import { TraceConfig } from '../config';
@@ -33,7 +35,14 @@ export class DispatcherLoops implements OnApplicationBootstrap, BeforeApplicatio
     @Inject(DATABASE_TARGET) target: DatabaseTarget,
     @Inject(TASK_TRANSPORT) transport: TaskTransport,
     waiters: ClaimWaiters,
+    db: DataSource,
   ) {
+    // The backends of this process's own pool: their NOTIFY trace_dispatch is this process's own
+    // start, whose waiting claims were already told (MeterSignal, the start loop below).
+    const own = new Set<number>();
+    const pool = (db.driver as unknown as { master?: EventEmitter }).master;
+    pool?.on('acquire', (client: { processID?: number }) => client.processID && own.add(client.processID));
+    pool?.on('remove', (client: { processID?: number }) => client.processID && own.delete(client.processID));
     loops.register({
       name: START_LOOP,
       intervalMs: config.dispatch.pollMs,
@@ -89,10 +98,11 @@ export class DispatcherLoops implements OnApplicationBootstrap, BeforeApplicatio
     this.listener = new PgListener(
       target,
       ['trace_tasks', 'trace_dispatch'],
-      (channel, payload) => {
+      (channel, payload, sender) => {
         if (channel !== 'trace_tasks') {
-          // trace_dispatch: some dispatcher started attempts — relay them (SQS), or let waiting claims look (local).
-          waiters.signal();
+          // trace_dispatch: some dispatcher started attempts — relay them (SQS), or let waiting
+          // claims look (local) when another process started them.
+          if (!own.has(sender)) waiters.signal();
           return this.loops.wake(RELAY_LOOP);
         }
         const job = parseJobKey(payload);

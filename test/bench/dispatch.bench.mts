@@ -32,6 +32,8 @@ const STREAM_PER_PRODUCER = Number(process.env.BENCH_STREAM ?? 1_000);
 const PACED_SECONDS = Number(process.env.BENCH_PACED_SECONDS ?? 10);
 /** Rounds of every scenario on every side, in alternating order; figures are the medians (the machine is noisy). */
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+/** Which scenarios to run (BENCH_SCENARIOS=paced, say, while working on one). */
+const SCENARIOS = new Set((process.env.BENCH_SCENARIOS ?? 'burn,stream,paced').split(','));
 const TOKEN = 'trc_bench-dev-token-000000000000000';
 
 const pct = (xs: number[], p: number) => {
@@ -208,10 +210,11 @@ type Side = 'trace' | 'graphile' | 'graphile (batched)';
 
 /** CPU time so far: Postgres (every backend), the Trace process, and this process (the workers; graphile-worker runs here). */
 const cpuNow = () => ({ postgres: cpuMsOf(['postgres']), trace: dispatcher.pid ? cpuMsOfPid(dispatcher.pid) : 0, bench: (process.cpuUsage().user + process.cpuUsage().system) / 1000 });
-/** Burn CPU ms per task, per side and round: Postgres, the Trace process (0 for graphile-worker), this process. */
-const cpuPerTask: Partial<Record<Side, { postgres: number; trace: number; bench: number }[]>> = {};
-const addCpu = (side: Side, c0: ReturnType<typeof cpuNow>, c1: ReturnType<typeof cpuNow>, trace: boolean) =>
-  (cpuPerTask[side] ??= []).push({ postgres: (c1.postgres - c0.postgres) / BURN, trace: trace ? (c1.trace - c0.trace) / BURN : 0, bench: (c1.bench - c0.bench) / BURN });
+/** CPU ms per task in burn and stream, per side and round: Postgres, the Trace process (0 for graphile-worker), this process. */
+type Cpu = { postgres: number; trace: number; bench: number };
+const cpuPerTask: Record<'burn' | 'stream', Partial<Record<Side, Cpu[]>>> = { burn: {}, stream: {} };
+const addCpu = (scenario: 'burn' | 'stream', side: Side, c0: ReturnType<typeof cpuNow>, c1: ReturnType<typeof cpuNow>, tasks: number) =>
+  (cpuPerTask[scenario][side] ??= []).push({ postgres: (c1.postgres - c0.postgres) / tasks, trace: side === 'trace' ? (c1.trace - c0.trace) / tasks : 0, bench: (c1.bench - c0.bench) / tasks });
 
 async function burn(side: Side) {
   const r: Run = { latencies: [], done: 0, stop: false };
@@ -227,7 +230,7 @@ async function burn(side: Side) {
     const c1 = cpuNow();
     r.stop = true;
     await workers;
-    addCpu(side, c0, c1, true);
+    addCpu('burn', side, c0, c1, BURN);
     return BURN / secs;
   }
   for (let i = 0; i < BURN; i += 1000) await gAdd(Math.min(1000, BURN - i));
@@ -238,7 +241,7 @@ async function burn(side: Side) {
   const secs = (performance.now() - t) / 1000;
   const c1 = cpuNow();
   await runner.stop();
-  addCpu(side, c0, c1, false);
+  addCpu('burn', side, c0, c1, BURN);
   return BURN / secs;
 }
 
@@ -250,6 +253,7 @@ async function stream(side: Side) {
   const tokens = side === 'trace' ? await Promise.all(Array.from({ length: 8 }, producer)) : [];
   if (side === 'trace') workers = traceWorkers(r);
   else runner = await graphileRunner(r, side === 'graphile (batched)');
+  const c0 = cpuNow();
   const t = performance.now();
   await Promise.all(
     Array.from({ length: 8 }, async (_, p) => {
@@ -261,6 +265,7 @@ async function stream(side: Side) {
   );
   await waitFor(() => r.done >= total);
   const secs = (performance.now() - t) / 1000;
+  addCpu('stream', side, c0, cpuNow(), total);
   r.stop = true;
   await workers;
   await runner?.stop();
@@ -296,14 +301,14 @@ const record = (scenario: string, side: Side, value: number) => ((results[scenar
 for (let round = 0; round < ROUNDS; round++) {
   // Who goes first alternates, so a slow spell of the machine does not always land on one side.
   const order = round % 2 === 0 ? sides : [...sides].reverse();
-  for (const side of order) record('burn: tasks/s', side, await burn(side));
-  for (const side of order) {
+  if (SCENARIOS.has('burn')) for (const side of order) record('burn: tasks/s', side, await burn(side));
+  if (SCENARIOS.has('stream')) for (const side of order) {
     const s = await stream(side);
     record('stream: tasks/s', side, s.rate);
     record('stream: submit→start p50 ms', side, s.p50);
     record('stream: submit→start p99 ms', side, s.p99);
   }
-  for (const side of order) {
+  if (SCENARIOS.has('paced')) for (const side of order) {
     const p = await paced(side);
     record('paced 200/s: submit→start p50 ms', side, p.p50);
     record('paced 200/s: submit→start p99 ms', side, p.p99);
@@ -323,10 +328,13 @@ console.log('\nTrace ÷ default, round by round:');
 for (const [scenario, v] of Object.entries(results)) {
   console.log(`- ${scenario}: ${(v.trace ?? []).map((t, i) => (t / (v.graphile?.[i] ?? NaN)).toFixed(2)).join(', ')}`);
 }
-console.log('\nburn, CPU ms per task (medians):');
-for (const [side, rounds] of Object.entries(cpuPerTask)) {
-  const m = (k: 'postgres' | 'trace' | 'bench') => median(rounds!.map((r) => r[k])).toFixed(2);
-  console.log(side === 'trace' ? `- trace: Postgres ${m('postgres')}, Trace process ${m('trace')}, workers ${m('bench')}` : `- ${side}: Postgres ${m('postgres')}, graphile-worker ${m('bench')}`);
+for (const scenario of ['burn', 'stream'] as const) {
+  console.log(`\n${scenario}, CPU ms per task (medians):`);
+  for (const [side, rounds] of Object.entries(cpuPerTask[scenario])) {
+    const m = (k: keyof Cpu) => median(rounds!.map((r) => r[k])).toFixed(2);
+    const total = median(rounds!.map((r) => r.postgres + r.trace + r.bench)).toFixed(2);
+    console.log(side === 'trace' ? `- trace: Postgres ${m('postgres')}, Trace process ${m('trace')}, producers and workers ${m('bench')}; total ${total}` : `- ${side}: Postgres ${m('postgres')}, graphile-worker ${m('bench')}; total ${total}`);
+  }
 }
 
 if (STATEMENTS) {

@@ -28,8 +28,22 @@ describe('the task path statements: generic plans are index lookups, even planne
 
   const plan = async (text: string) => ((await db.query(`EXPLAIN (GENERIC_PLAN) ${text}`)) as { 'QUERY PLAN': string }[]).map((r) => r['QUERY PLAN']).join('\n');
 
+  /** The query trace_claim runs (task-claim, and the events statement for a waiting claim), with its arguments as parameters. */
+  const claimQuery = async () => {
+    const [{ src }] = (await db.query(`SELECT prosrc AS src FROM pg_proc WHERE proname = 'trace_claim'`)) as { src: string }[];
+    const query = /RETURN QUERY([\s\S]*?);\s*END/.exec(src!)![1]!;
+    return query.replace(/\bp_max\b/g, '$1::int').replace(/\bp_hashes\b/g, '$2::bytea[]').replace(/\bp_node\b/g, '$3::uuid');
+  };
+
+  it('task-claim (trace_claim)', async () => {
+    expect(TASK_CLAIM_SQL).toContain('trace_claim(');
+    const shown = await plan(await claimQuery());
+    expect(shown).toContain('task_attempts_claimable_idx');
+    const scans = [...shown.matchAll(/Seq Scan on (\w+)/g)].map((m) => m[1]!).filter((t) => GROWING.includes(t));
+    expect({ scans, plan: scans.length ? shown : '' }).toEqual({ scans: [], plan: '' });
+  });
+
   it.each([
-    ['task-claim', TASK_CLAIM_SQL],
     ['task-fetch', TASK_FETCH_SQL],
     ['task-complete', TASK_FINISH_SQL],
     ['events', EVENT_INGEST_SQL],

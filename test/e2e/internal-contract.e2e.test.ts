@@ -1,7 +1,9 @@
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { chmod } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
+import { PAYLOAD_READ_SQL } from '../../src/dispatcher/core/attempts.service';
 import { call } from '../support/http';
 import { postYaml } from '../support/org-fixture';
 import { connect, createTestDatabase } from '../support/shared-postgres';
@@ -310,6 +312,7 @@ describe('task-claim (the local transport)', () => {
   let trace: TraceProcess;
   let url: string;
   let platform: string;
+  let databaseUrl: string;
 
   const task = async (id: string) => (await call(url, 'GET', `/v1/tasks/${id}`, { token: TOKEN })).body;
   const trigger = async (dag: string) => (await call(url, 'POST', `/v1/dags/${dag}/jobs/source/runs`, { token: TOKEN })).body.task_id as string;
@@ -321,7 +324,7 @@ describe('task-claim (the local transport)', () => {
     await chmod(dataDir, 0o755);
     trace = await startTrace({
       args: ['--role', 'registry,dispatcher'],
-      env: { DATABASE_URL: await createTestDatabase('claim'), TRACE_DEV_TOKEN: TOKEN, TRACE_BOOTSTRAP_DEV_ORG: 'true', TRACE_DATA_DIR: dataDir, TRACE_CODE_ROOT: CODE_ROOT },
+      env: { DATABASE_URL: (databaseUrl = await createTestDatabase('claim')), TRACE_DEV_TOKEN: TOKEN, TRACE_BOOTSTRAP_DEV_ORG: 'true', TRACE_DATA_DIR: dataDir, TRACE_CODE_ROOT: CODE_ROOT },
     });
     url = trace.baseUrl;
     platform = readFileSync(join(dataDir, 'internal-token'), 'utf8').trim();
@@ -385,6 +388,51 @@ describe('task-claim (the local transport)', () => {
     const answered = await waiting;
     expect(answered.body.tasks.map((t: { task_id: string }) => t.task_id)).toEqual([id]);
     expect(Date.now() - t0).toBeLessThan(5_000);
+  });
+
+  it('a waiting claim is answered by the statement that stores the event and starts its task (one transaction)', async () => {
+    const claim = (body: object) => call(url, 'POST', '/internal/task-claim', { token: platform, body });
+    expect((await postYaml(url, '/v1/dags', TOKEN, DAG('1h', 5, 'answered'))).status).toBe(201);
+    const source = await trigger('answered');
+    await started(source);
+    const [producer] = (await claim({ max: 1 })).body.tasks;
+    expect(producer.task_id).toBe(source);
+
+    // A wrapper waits; the event's reader task is started, claimed for it and answered at once.
+    const waiting = claim({ max: 2, wait_ms: 15_000 });
+    await new Promise((r) => setTimeout(r, 300));
+    const posted = await call(url, 'POST', '/internal/events', { token: producer.attempt_token, body: { events: [{ output: 0, start: 0, end: 999 }] } });
+    expect(posted.body).toEqual({ accepted: 1, duplicates: 0 });
+    const answered = (await waiting).body.tasks;
+    const readers = (await call(url, 'GET', '/v1/tasks?dag=answered&job=reader', { token: TOKEN })).body;
+    const reader = (readers.tasks ?? readers)[0].id as string;
+    expect(answered).toHaveLength(1);
+    expect(answered[0]).toMatchObject({ task_id: reader, attempt: 1, job: { name: 'reader' }, input: { event: { start: '0', end: '999' } } });
+    const db = await connect(databaseUrl);
+    try {
+      // The attempt was bound to the claim by the transaction that stored the event (same xmin).
+      const { rows } = await db.query(
+        `SELECT (SELECT xmin::text FROM events WHERE producer_task_id = $1) AS event_tx, (SELECT xmin::text FROM task_attempts WHERE task_id = $2) AS bound_tx`,
+        [source, reader],
+      );
+      expect(rows[0].bound_tx).toBe(rows[0].event_tx);
+      expect((await call(url, 'POST', '/internal/task-complete', { token: answered[0].attempt_token, body: { status: 'succeeded' } })).body.status).toBe('succeeded');
+
+      // trace_claim reads the same payload as task-fetch's statement (PAYLOAD_READ_SQL) for the same attempt.
+      const another = await trigger('answered');
+      await started(another);
+      await db.query('BEGIN');
+      const hash = createHash('sha256').update(`tra_${randomBytes(32).toString('base64url')}`).digest();
+      const claimed = (await db.query(`SELECT * FROM trace_claim(1, $1, NULL)`, [[hash]])).rows;
+      const read = (await db.query(PAYLOAD_READ_SQL, [[another]])).rows;
+      await db.query('ROLLBACK');
+      expect(claimed).toHaveLength(1);
+      const { n, ...payload } = claimed[0];
+      expect(n).toBe('1');
+      expect(payload).toEqual(read[0]);
+    } finally {
+      await db.end();
+    }
   });
 
   it('the statement that stores events or completes attempts also starts the next tasks (one transaction, one timestamp)', async () => {

@@ -15,14 +15,15 @@ export class PgListener {
   constructor(
     private readonly target: DatabaseTarget,
     private readonly channels: string[],
-    private readonly onNotify: (channel: string, payload: string) => void,
+    /** `sender`: the process id of the backend that sent the NOTIFY. */
+    private readonly onNotify: (channel: string, payload: string, sender: number) => void,
     private readonly logger: JsonLogger,
   ) {}
 
   async start(): Promise<void> {
     if (this.closed) return;
     const client = new Client({ host: this.target.host, port: this.target.port, user: this.target.user, password: this.target.password, database: this.target.database, ssl: this.target.ssl as ConnectionOptions | boolean | undefined });
-    client.on('notification', (n) => this.onNotify(n.channel, n.payload ?? ''));
+    client.on('notification', (n) => this.onNotify(n.channel, n.payload ?? '', n.processId));
     client.on('error', (err) => {
       this.logger.event('warn', 'PgListener', 'listen connection lost; reconnecting', { error: err.message });
       this.reconnect();

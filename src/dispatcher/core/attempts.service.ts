@@ -74,21 +74,18 @@ const PAYLOAD_JOINS = `
 // The task path's hot statements, run as named statements with generic plans (prepared()).
 // Exported for the test that checks their generic plans stay index lookups on empty tables.
 
-/** Local transport: claim, bind and fetch up to $1 started attempts ($2: token hashes, $3: wrapper node). */
-export const TASK_CLAIM_SQL = `WITH c AS (
-     SELECT s.task_id, s.attempt, row_number() OVER () AS n FROM (
-       SELECT task_id, attempt FROM task_attempts
-        WHERE delivery = 'local' AND token_hash IS NULL AND finished_at IS NULL
-        ORDER BY started_at, task_id LIMIT $1 FOR UPDATE SKIP LOCKED) s
-   ), a AS (
-     UPDATE task_attempts a SET token_hash = x.token_hash, wrapper_node = $3
-       FROM c JOIN unnest($2::bytea[]) WITH ORDINALITY AS x(token_hash, n) ON x.n = c.n
-      WHERE a.task_id = c.task_id AND a.attempt = c.attempt
-     RETURNING a.task_id, a.deadline_at, a.pool_slot, x.n
-   )
-   SELECT a.n, ${PAYLOAD_COLUMNS}
-     FROM a CROSS JOIN LATERAL (SELECT * FROM tasks WHERE id = a.task_id LIMIT 1) t ${PAYLOAD_JOINS}
-    ORDER BY a.n`;
+/** The payload of the current attempts of tasks $1, as task-fetch reads it: for the test that trace_claim reads the same. */
+export const PAYLOAD_READ_SQL = `SELECT ${PAYLOAD_COLUMNS}
+   FROM tasks t ${PAYLOAD_JOINS}
+   JOIN task_attempts a ON a.task_id = t.id AND a.attempt = t.attempt
+  WHERE t.id = ANY ($1::uuid[])`;
+
+/**
+ * Local transport: claim, bind and fetch up to $1 started attempts ($2: token hashes, $3: wrapper
+ * node). trace_claim (migration 1764170000000-ClaimInStatement) reads the same payload columns as
+ * PAYLOAD_COLUMNS; the events statement calls it too, to answer a waiting claim.
+ */
+export const TASK_CLAIM_SQL = `SELECT * FROM trace_claim($1, $2, $3)`;
 
 /** Bind the current attempts of the tasks $1 with token hashes $2 for wrapper node $3; read their payloads. */
 export const TASK_FETCH_SQL = `WITH x AS (SELECT * FROM unnest($1::uuid[], $2::bytea[]) AS x(task_id, token_hash)),
@@ -158,6 +155,12 @@ export const attemptSql = (lock: boolean) => `
    ${lock ? 'FOR UPDATE OF t' : ''}`;
 
 const stale = (message: string) => new TraceError(HttpStatus.CONFLICT, 'stale_attempt', message);
+
+/** Fresh attempt tokens for a claim of up to `max` attempts (only their hashes are stored). */
+const claimTokens = (max: number) => {
+  const random = randomBytes(32 * max);
+  return Array.from({ length: max }, (_, i) => ATTEMPT_TOKEN_PREFIX + random.subarray(32 * i, 32 * (i + 1)).toString('base64url'));
+};
 
 /**
  * The attempt-gated side of the internal contract (docs/architecture/contracts.md):
@@ -238,13 +241,13 @@ export class AttemptsService {
    * deploy) is completed as failed at once, with the reason, and retried like any failure.
    */
   async claim(max: number, wrapperNode: string | undefined): Promise<TaskPayload[]> {
-    const tokens = Array.from({ length: max }, () => ATTEMPT_TOKEN_PREFIX + randomBytes(32).toString('base64url'));
-    const rows = await prepared<PayloadRow & { n: string }>(
-      this.db,
-      'trace_task_claim',
-      TASK_CLAIM_SQL,
-      [max, tokens.map(hashToken), wrapperNode ?? null],
-    );
+    const tokens = claimTokens(max);
+    const rows = await prepared<PayloadRow & { n: string }>(this.db, 'trace_task_claim', TASK_CLAIM_SQL, [max, tokens.map(hashToken), wrapperNode ?? null]);
+    return this.claimed(rows, tokens);
+  }
+
+  /** Payloads of claimed attempts (rows of trace_claim, `n` the position of each one's token). */
+  private async claimed(rows: (PayloadRow & { n: string | number })[], tokens: string[]): Promise<TaskPayload[]> {
     const payloads: TaskPayload[] = [];
     const unbuildable: Pick<Completion, 'token' | 'outcome' | 'error'>[] = [];
     for (const row of rows) {
@@ -258,7 +261,12 @@ export class AttemptsService {
   }
 
   /** Mid-task events: accepted only from the current, unfinished attempt of a running task. */
-  async emit(token: string, events: EmittedEvent[]): Promise<{ accepted: number; duplicates: number }> {
+  /**
+   * Mid-task events. With `serve` (a waiting claim: how many attempts it takes, for which wrapper
+   * node), the statement that stores them also claims attempts for it once it has started the
+   * new tasks (trace_claim), and their payloads come back in `served`.
+   */
+  async emit(token: string, events: EmittedEvent[], serve?: { max: number; node: string | undefined }): Promise<{ accepted: number; duplicates: number; served: TaskPayload[] }> {
     if (!token.startsWith(ATTEMPT_TOKEN_PREFIX)) throw unauthorized('an attempt token (tra_...) is required on this endpoint');
     const hash = hashToken(token);
     const key = hash.toString('hex');
@@ -272,13 +280,16 @@ export class AttemptsService {
       if (this.producers.size >= 10_000) this.producers.clear();
       this.producers.set(key, producer);
     }
-    const { fresh, current, metered } = await ingestEvents(this.db, producer, events, !this.meter.inProcess, hash, this.meterWith());
+    const tokens = serve && this.meter.inProcess ? claimTokens(serve.max) : [];
+    const claim = tokens.length ? { hashes: tokens.map(hashToken), node: serve!.node ?? null } : null;
+    const { fresh, current, metered, claimed } = await ingestEvents<PayloadRow & { n: number }>(this.db, producer, events, !this.meter.inProcess, hash, this.meterWith(), claim);
     if (!current) {
       this.producers.delete(key);
       throw stale(`attempt ${producer.attempt} of task ${producer.taskId} is not the running attempt; its events are refused`);
     }
-    this.meter.metered(metered);
-    return { accepted: fresh, duplicates: events.length - fresh };
+    const served = await this.claimed(claimed, tokens);
+    this.meter.metered(metered, served.length);
+    return { accepted: fresh, duplicates: events.length - fresh, served };
   }
 
   /**

@@ -28,15 +28,16 @@ export interface Producer {
  * task and stores nothing unless the token's attempt is the running task's current, unfinished
  * attempt — then `current` is false and the caller refuses the call as stale.
  */
-export async function ingestEvents(
+export async function ingestEvents<Claimed = never>(
   db: Queryable,
   producer: Producer,
   events: EmittedEvent[],
   notify: boolean,
   gate: Buffer | null = null,
   meterWith: string | null = null,
-): Promise<{ fresh: number; jobs: JobKey[]; current: boolean; metered: MeteredRow[] }> {
-  if (events.length === 0) return { fresh: 0, jobs: [], current: true, metered: [] };
+  claim: InStatementClaim | null = null,
+): Promise<{ fresh: number; jobs: JobKey[]; current: boolean; metered: MeteredRow[]; claimed: Claimed[] }> {
+  if (events.length === 0) return { fresh: 0, jobs: [], current: true, metered: [], claimed: [] };
   const rows = events.map((e, i) => {
     const datasetUuid = producer.outputs[e.output ?? 0];
     if (!datasetUuid) {
@@ -55,7 +56,7 @@ export async function ingestEvents(
       payload: e.payload ?? {},
     };
   });
-  const [result] = await prepared<{ missing: number; fresh: number; jobs: JobKey[]; current: boolean; metered: MeteredRow[] }>(db, 'trace_event_ingest', EVENT_INGEST_SQL, [
+  const [result] = await prepared<{ missing: number; fresh: number; jobs: JobKey[]; current: boolean; metered: MeteredRow[]; claimed: Claimed[] }>(db, 'trace_event_ingest', EVENT_INGEST_SQL, [
     JSON.stringify(rows),
     producer.orgId,
     producer.taskId,
@@ -64,13 +65,22 @@ export async function ingestEvents(
     notify,
     gate,
     meterWith,
+    claim?.hashes.length ?? 0,
+    claim?.hashes ?? [],
+    claim?.node ?? null,
   ]);
-  if (!result!.current) return { fresh: 0, jobs: [], current: false, metered: [] };
+  if (!result!.current) return { fresh: 0, jobs: [], current: false, metered: [], claimed: [] };
   if (result!.missing > 0) {
     // An event for an output without a current dataset version would be lost: refuse it (nothing was stored).
     throw new TraceError(HttpStatus.CONFLICT, 'no_current_version', `an output of job "${producer.jobName}" has no current dataset version to write events for`);
   }
-  return { fresh: result!.fresh, jobs: result!.jobs, current: true, metered: result!.metered };
+  return { fresh: result!.fresh, jobs: result!.jobs, current: true, metered: result!.metered, claimed: result!.claimed };
+}
+
+/** A waiting claim the events statement answers (trace_claim): one token hash per attempt it may bind, for wrapper node `node`. */
+export interface InStatementClaim {
+  hashes: Buffer[];
+  node: string | null;
 }
 
 /**
@@ -79,7 +89,10 @@ export async function ingestEvents(
  * that is new gets one task per consuming job input, with the job's settings from its DAG's
  * active version. Returns how many outputs lacked a version, how many events were new, and the
  * jobs that got tasks ($6: also NOTIFY trace_tasks for each), and with $8 (the transport) meters
- * those jobs in the same statement (`metered`: see trace_meter_jobs). With $7 (an attempt token's hash)
+ * those jobs in the same statement (`metered`: see trace_meter_jobs). With $9 > 0 it then claims up to
+ * $9 claimable attempts for a waiting wrapper (trace_claim, with token hashes $10 and wrapper node
+ * $11), so the attempt it started reaches that wrapper without another statement (`claimed`).
+ * With $7 (an attempt token's hash)
  * nothing is stored unless that attempt is its running task's current, unfinished one (the task
  * row locked, so a completion or a newer attempt cannot slip in between). The probes are LATERAL
  * so the cached generic plan stays index lookups (test/e2e/hot-plans).
@@ -123,11 +136,18 @@ export const EVENT_INGEST_SQL = `WITH g AS (
     -- With $8 (the transport), start the new tasks here (trace_meter_jobs runs after the inserts).
     SELECT * FROM trace_meter_jobs((SELECT coalesce(jsonb_agg(jsonb_build_object('dag_id', dag_id, 'job_name', job_name)), '[]') FROM jobs), $8::text)
      WHERE $8::text IS NOT NULL
+  ), k AS (
+    -- After metering (its count is a one-time filter, evaluated first), and only when the events
+    -- are stored: the gate passed and every output has a current version (else the call fails).
+    SELECT * FROM trace_claim($9::int, $10::bytea[], $11::uuid)
+     WHERE $9::int > 0 AND (SELECT count(*) FROM m) >= 0 AND ($7::bytea IS NULL OR EXISTS (SELECT 1 FROM g))
+       AND NOT EXISTS (SELECT 1 FROM xp WHERE dataset_version IS NULL)
   )
   SELECT ($7::bytea IS NULL OR EXISTS (SELECT 1 FROM g)) AS current,
          (SELECT count(*)::int FROM xp WHERE dataset_version IS NULL) AS missing,
          (SELECT count(*)::int FROM ev) AS fresh,
          (SELECT coalesce(json_agg(json_build_object('dag_id', dag_id, 'job_name', job_name)), '[]') FROM jobs) AS jobs,
          (SELECT coalesce(json_agg(m), '[]') FROM m) AS metered,
+         (SELECT coalesce(json_agg(k ORDER BY k.n), '[]') FROM k) AS claimed,
          (SELECT count(*) FROM n) AS notified`;
 

@@ -46,10 +46,11 @@ export class MeterSignal {
 
   /**
    * After a committed statement that metered its jobs in place (trace_meter_jobs): waiting claims
-   * look again if it started tasks, and the loop takes the jobs it did not handle.
+   * look again if it started more tasks than it claimed itself for a waiting claim (`claimed`),
+   * and the loop takes the jobs it did not handle.
    */
-  metered(rows: MeteredRow[]): void {
-    if (rows.some((r) => r.task_id)) this.onStarted?.();
+  metered(rows: MeteredRow[], claimed = 0): void {
+    if (rows.filter((r) => r.task_id).length > claimed) this.onStarted?.();
     this.wake(rows.filter((r) => !r.handled).map(({ dag_id, job_name }) => ({ dag_id, job_name })));
   }
 }

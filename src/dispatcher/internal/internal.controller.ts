@@ -169,10 +169,16 @@ export class InternalController {
     const deadline = Date.now() + waitMs;
     for (;;) {
       const seen = this.waiters.current;
-      const tasks = await this.attempts.claim(max, wrapperNode);
-      if (tasks.length > 0 || Date.now() >= deadline) return { tasks };
-      await this.waiters.wait(seen, deadline - Date.now());
-      if (Date.now() >= deadline && this.waiters.current === seen) return { tasks };
+      // A long poll when nothing can be claimable waits at once, without looking.
+      if (!(waitMs > 0 && this.waiters.drainedNow)) {
+        const tasks = await this.attempts.claim(max, wrapperNode);
+        if (tasks.length < max) this.waiters.drained(seen);
+        if (tasks.length > 0 || Date.now() >= deadline) return { tasks };
+      }
+      // Woken to claim again, or answered by the statement that started work (events).
+      const served = await this.waiters.wait(seen, deadline - Date.now(), { max, node: wrapperNode });
+      if (served?.length) return { tasks: served };
+      if (this.waiters.closed || (Date.now() >= deadline && this.waiters.current === seen)) return { tasks: [] };
     }
   }
 
@@ -200,7 +206,19 @@ export class InternalController {
   @Post('events')
   @HttpCode(200)
   emit(@Req() req: InternalRequest, @Body() body: unknown) {
-    return this.attempts.emit(req.attemptToken!, eventsBody(body));
+    const events = eventsBody(body);
+    // The statement that stores the events answers the longest-waiting claim, if there is one.
+    const waiting = this.waiters.take();
+    return this.attempts.emit(req.attemptToken!, events, waiting?.claim).then(
+      ({ served, ...answer }) => {
+        waiting?.answer(served);
+        return answer;
+      },
+      (err: unknown) => {
+        waiting?.answer(undefined);
+        throw err;
+      },
+    );
   }
 
   @Post('task-complete')
