@@ -71,6 +71,7 @@ export class WorkerService implements BeforeApplicationShutdown {
     // First the receive loop: a claim in flight (a long poll) may still bring attempts, which are
     // then bound to this wrapper and must run before it exits.
     await this.loops.stop();
+    for (const m of await this.transport.drain()) this.start(m);
     await Promise.all(this.running);
     await Promise.all(this.completing);
     this.client?.close();
@@ -84,13 +85,15 @@ export class WorkerService implements BeforeApplicationShutdown {
     const messages = await this.transport.receive(free, this.client!);
     // The long poll paces the loop: ask again at once while there is room (a failed call waits the interval).
     if (this.transport.kind === 'local' && messages.length < free) this.loops.wake(RECEIVE_LOOP);
-    for (const m of messages) {
-      const job = this.handle(m).finally(() => {
-        this.running.delete(job);
-        this.loops.wake(RECEIVE_LOOP);
-      });
-      this.running.add(job);
-    }
+    for (const m of messages) this.start(m);
+  }
+
+  private start(message: DispatchMessage): void {
+    const job = this.handle(message).finally(() => {
+      this.running.delete(job);
+      this.loops.wake(RECEIVE_LOOP);
+    });
+    this.running.add(job);
   }
 
   private async handle(message: DispatchMessage): Promise<void> {

@@ -164,6 +164,11 @@ async function traceWorkers(r: Run) {
     running += messages.length;
     for (const m of messages) void handle(m);
   }
+  // As the wrapper's drain: what claims still out bring in is run too.
+  for (const m of await transport.drain()) {
+    running++;
+    void handle(m);
+  }
   while (running > 0) await new Promise<void>((res) => (freed = res));
   client.close();
 }

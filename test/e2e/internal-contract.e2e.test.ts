@@ -4,6 +4,8 @@ import { tmpdir } from 'node:os';
 import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { PAYLOAD_READ_SQL } from '../../src/dispatcher/core/attempts.service';
+import { LocalTransport } from '../../src/dispatcher/transport/local-transport';
+import { DispatcherClient } from '../../src/wrapper/dispatcher-client';
 import { call } from '../support/http';
 import { postYaml } from '../support/org-fixture';
 import { connect, createTestDatabase } from '../support/shared-postgres';
@@ -431,6 +433,55 @@ describe('task-claim (the local transport)', () => {
       expect(n).toBe('1');
       expect(payload).toEqual(read[0]);
     } finally {
+      await db.end();
+    }
+  });
+
+  it('while work is sparse a wrapper keeps a second long poll waiting, so the next event is answered without a new poll', async () => {
+    const claim = (body: object) => call(url, 'POST', '/internal/task-claim', { token: platform, body });
+    expect((await postYaml(url, '/v1/dags', TOKEN, DAG('1h', 5, 'sparse'))).status).toBe(201);
+    const source = await trigger('sparse');
+    await started(source);
+    const [producer] = (await claim({ max: 1 })).body.tasks;
+    const post = (start: number) => call(url, 'POST', '/internal/events', { token: producer.attempt_token, body: { events: [{ output: 0, start, end: start + 999 }] } });
+    // The wrapper's own transport and client (the wrapper role's receive loop calls exactly this).
+    const transport = new LocalTransport(10_000);
+    const client = new DispatcherClient(url, platform, '');
+    const db = await connect(databaseUrl);
+    const boundWithItsEvent = async (start: number) => {
+      const { rows } = await db.query(
+        `SELECT e.xmin::text = a.xmin::text AS same FROM events e JOIN tasks t ON t.event_id = e.id JOIN task_attempts a ON a.task_id = t.id
+          WHERE e.producer_task_id = $1 AND e.range_start = $2`,
+        [source, start],
+      );
+      return rows[0]?.same;
+    };
+    try {
+      // A first receive (one long poll for all 8) comes back short: one task. Work is sparse.
+      const first = transport.receive(8, client);
+      await new Promise((r) => setTimeout(r, 300));
+      await post(0);
+      const [t0] = await first;
+      expect(t0!.payload!.input?.event.start).toBe('0');
+      expect(await boundWithItsEvent(0)).toBe(true);
+      await client.complete(t0!.payload!.attempt_token, 'succeeded', []); // the reader job runs one task at a time
+      // Now two polls go out (1 + 7); the event's statement answers one of them.
+      const second = transport.receive(8, client);
+      await new Promise((r) => setTimeout(r, 300));
+      await post(1000);
+      const [t1] = await second;
+      expect(t1!.payload!.input?.event.start).toBe('1000');
+      expect(await boundWithItsEvent(1000)).toBe(true);
+      await client.complete(t1!.payload!.attempt_token, 'succeeded', []);
+      // The other is still waiting, with no new poll from the wrapper: the next event's statement
+      // answers it. A poll still out when the wrapper stops receiving is handed over by drain().
+      await new Promise((r) => setTimeout(r, 300));
+      await post(2000);
+      const drained = await transport.drain();
+      expect(drained.map((m) => m.payload!.input?.event.start)).toEqual(['2000']);
+      expect(await boundWithItsEvent(2000)).toBe(true);
+    } finally {
+      client.close();
       await db.end();
     }
   });

@@ -71,6 +71,11 @@ export class SqsTransport implements TaskTransport {
     return messages;
   }
 
+  /** Each receive is awaited to its end: nothing is outstanding after the last one. */
+  async drain(): Promise<DispatchMessage[]> {
+    return [];
+  }
+
   async close(): Promise<void> {
     this.client.destroy();
   }

@@ -28,6 +28,8 @@ export interface TaskTransport {
   relay(): Promise<number>;
   /** Wrapper side: up to `max` messages, waiting briefly when there are none. */
   receive(max: number, dispatcher: TaskClaimer): Promise<DispatchMessage[]>;
+  /** Wrapper side, after the last receive: messages that receives still outstanding bring in (to be run, not dropped). */
+  drain(): Promise<DispatchMessage[]>;
   close(): Promise<void>;
 }
 
