@@ -136,7 +136,11 @@ export const TASK_FINISH_SQL = `WITH x AS (
      -- With $5 (the transport), start the jobs' next tasks here: trace_meter_jobs runs after \`t\`
      -- (its argument reads t's rows), so its count of running tasks sees these ones finished.
      SELECT * FROM trace_meter_jobs(
-       (SELECT coalesce(jsonb_agg(DISTINCT jsonb_build_object('dag_id', d.dag_id, 'job_name', d.job_name)), '[]') FROM t JOIN d ON d.task_id = t.id),
+       (SELECT coalesce(jsonb_agg(DISTINCT jsonb_build_object('dag_id', d.dag_id, 'job_name', d.job_name)), '[]') FROM t JOIN d ON d.task_id = t.id
+         -- Only jobs with queued work: metering one without any would only queue for its lock.
+         -- An events statement that queues work meanwhile and finds the job full has the
+         -- metering loop look again after it commits (EVENT_INGEST_SQL, "full").
+         WHERE EXISTS (SELECT 1 FROM tasks q WHERE q.dag_id = d.dag_id AND q.job_name = d.job_name AND q.status = 'queued' LIMIT 1)),
        $5::text)
       WHERE $5::text IS NOT NULL
    )
@@ -282,13 +286,14 @@ export class AttemptsService {
     }
     const tokens = serve && this.meter.inProcess ? claimTokens(serve.max) : [];
     const claim = tokens.length ? { hashes: tokens.map(hashToken), node: serve!.node ?? null } : null;
-    const { fresh, current, metered, claimed } = await ingestEvents<PayloadRow & { n: number }>(this.db, producer, events, !this.meter.inProcess, hash, this.meterWith(), claim);
+    const { fresh, current, metered, full, claimed } = await ingestEvents<PayloadRow & { n: number }>(this.db, producer, events, !this.meter.inProcess, hash, this.meterWith(), claim);
     if (!current) {
       this.producers.delete(key);
       throw stale(`attempt ${producer.attempt} of task ${producer.taskId} is not the running attempt; its events are refused`);
     }
     const served = await this.claimed(claimed, tokens);
     this.meter.metered(metered, served.length);
+    this.meter.wake(full);
     return { accepted: fresh, duplicates: events.length - fresh, served };
   }
 

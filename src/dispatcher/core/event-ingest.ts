@@ -36,8 +36,8 @@ export async function ingestEvents<Claimed = never>(
   gate: Buffer | null = null,
   meterWith: string | null = null,
   claim: InStatementClaim | null = null,
-): Promise<{ fresh: number; jobs: JobKey[]; current: boolean; metered: MeteredRow[]; claimed: Claimed[] }> {
-  if (events.length === 0) return { fresh: 0, jobs: [], current: true, metered: [], claimed: [] };
+): Promise<{ fresh: number; jobs: JobKey[]; current: boolean; metered: MeteredRow[]; full: JobKey[]; claimed: Claimed[] }> {
+  if (events.length === 0) return { fresh: 0, jobs: [], current: true, metered: [], full: [], claimed: [] };
   const rows = events.map((e, i) => {
     const datasetUuid = producer.outputs[e.output ?? 0];
     if (!datasetUuid) {
@@ -56,7 +56,7 @@ export async function ingestEvents<Claimed = never>(
       payload: e.payload ?? {},
     };
   });
-  const [result] = await prepared<{ missing: number; fresh: number; jobs: JobKey[]; current: boolean; metered: MeteredRow[]; claimed: Claimed[] }>(db, 'trace_event_ingest', EVENT_INGEST_SQL, [
+  const [result] = await prepared<{ missing: number; fresh: number; jobs: JobKey[]; current: boolean; metered: MeteredRow[]; full: JobKey[]; claimed: Claimed[] }>(db, 'trace_event_ingest', EVENT_INGEST_SQL, [
     JSON.stringify(rows),
     producer.orgId,
     producer.taskId,
@@ -69,12 +69,12 @@ export async function ingestEvents<Claimed = never>(
     claim?.hashes ?? [],
     claim?.node ?? null,
   ]);
-  if (!result!.current) return { fresh: 0, jobs: [], current: false, metered: [], claimed: [] };
+  if (!result!.current) return { fresh: 0, jobs: [], current: false, metered: [], full: [], claimed: [] };
   if (result!.missing > 0) {
     // An event for an output without a current dataset version would be lost: refuse it (nothing was stored).
     throw new TraceError(HttpStatus.CONFLICT, 'no_current_version', `an output of job "${producer.jobName}" has no current dataset version to write events for`);
   }
-  return { fresh: result!.fresh, jobs: result!.jobs, current: true, metered: result!.metered, claimed: result!.claimed };
+  return { fresh: result!.fresh, jobs: result!.jobs, current: true, metered: result!.metered, full: result!.full, claimed: result!.claimed };
 }
 
 /** A waiting claim the events statement answers (trace_claim): one token hash per attempt it may bind, for wrapper node `node`. */
@@ -89,7 +89,8 @@ export interface InStatementClaim {
  * that is new gets one task per consuming job input, with the job's settings from its DAG's
  * active version. Returns how many outputs lacked a version, how many events were new, and the
  * jobs that got tasks ($6: also NOTIFY trace_tasks for each), and with $8 (the transport) meters
- * those jobs in the same statement (`metered`: see trace_meter_jobs). With $9 > 0 it then claims up to
+ * those jobs in the same statement (`metered`: see trace_meter_jobs; `full`: the jobs it could start
+ * nothing of, for the metering loop to look at again once committed). With $9 > 0 it then claims up to
  * $9 claimable attempts for a waiting wrapper (trace_claim, with token hashes $10 and wrapper node
  * $11), so the attempt it started reaches that wrapper without another statement (`claimed`).
  * With $7 (an attempt token's hash)
@@ -148,6 +149,10 @@ export const EVENT_INGEST_SQL = `WITH g AS (
          (SELECT count(*)::int FROM ev) AS fresh,
          (SELECT coalesce(json_agg(json_build_object('dag_id', dag_id, 'job_name', job_name)), '[]') FROM jobs) AS jobs,
          (SELECT coalesce(json_agg(m), '[]') FROM m) AS metered,
+         -- Jobs metered here that started nothing (full): a completion running meanwhile may have
+         -- skipped metering them (it saw no queued work, ours not committed), so the loop looks again.
+         (SELECT coalesce(json_agg(json_build_object('dag_id', j.dag_id, 'job_name', j.job_name)), '[]') FROM jobs j
+           WHERE $8::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM m WHERE m.dag_id = j.dag_id AND m.job_name = j.job_name)) AS full,
          (SELECT coalesce(json_agg(k ORDER BY k.n), '[]') FROM k) AS claimed,
          (SELECT count(*) FROM n) AS notified`;
 
