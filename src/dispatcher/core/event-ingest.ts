@@ -134,8 +134,9 @@ export const EVENT_INGEST_SQL = `WITH g AS (
     -- Tell metering which jobs have new work (docs/architecture/contracts.md, "Wake-ups").
     SELECT pg_notify('trace_tasks', dag_id || ' ' || job_name) FROM jobs WHERE $6
   ), m AS (
-    -- With $8 (the transport), start the new tasks here (trace_meter_jobs runs after the inserts).
-    SELECT * FROM trace_meter_jobs((SELECT coalesce(jsonb_agg(jsonb_build_object('dag_id', dag_id, 'job_name', job_name)), '[]') FROM jobs), $8::text)
+    -- With $8 (the transport), start the new tasks here (trace_meter_jobs runs after the inserts),
+    -- without queueing for a job another transaction is metering (the loop takes that one).
+    SELECT * FROM trace_meter_jobs((SELECT coalesce(jsonb_agg(jsonb_build_object('dag_id', dag_id, 'job_name', job_name)), '[]') FROM jobs), $8::text, false)
      WHERE $8::text IS NOT NULL
   ), k AS (
     -- After metering (its count is a one-time filter, evaluated first), and only when the events
