@@ -392,13 +392,19 @@ describe('task-claim (the local transport)', () => {
     expect(Date.now() - t0).toBeLessThan(5_000);
   });
 
+  /** A new DAG `name` and a running source run of it, claimed by the test: its attempt token posts events. */
+  const runningSource = async (name: string) => {
+    expect((await postYaml(url, '/v1/dags', TOKEN, DAG('1h', 5, name))).status).toBe(201);
+    const source = await trigger(name);
+    await started(source);
+    const [producer] = (await call(url, 'POST', '/internal/task-claim', { token: platform, body: { max: 1 } })).body.tasks;
+    expect(producer.task_id).toBe(source);
+    return { source, producer };
+  };
+
   it('a waiting claim is answered by the statement that stores the event and starts its task (one transaction)', async () => {
     const claim = (body: object) => call(url, 'POST', '/internal/task-claim', { token: platform, body });
-    expect((await postYaml(url, '/v1/dags', TOKEN, DAG('1h', 5, 'answered'))).status).toBe(201);
-    const source = await trigger('answered');
-    await started(source);
-    const [producer] = (await claim({ max: 1 })).body.tasks;
-    expect(producer.task_id).toBe(source);
+    const { source, producer } = await runningSource('answered');
 
     // A wrapper waits; the event's reader task is started, claimed for it and answered at once.
     const waiting = claim({ max: 2, wait_ms: 15_000 });
@@ -438,11 +444,7 @@ describe('task-claim (the local transport)', () => {
   });
 
   it('while work is sparse a wrapper keeps a second long poll waiting, so the next event is answered without a new poll', async () => {
-    const claim = (body: object) => call(url, 'POST', '/internal/task-claim', { token: platform, body });
-    expect((await postYaml(url, '/v1/dags', TOKEN, DAG('1h', 5, 'sparse'))).status).toBe(201);
-    const source = await trigger('sparse');
-    await started(source);
-    const [producer] = (await claim({ max: 1 })).body.tasks;
+    const { source, producer } = await runningSource('sparse');
     const post = (start: number) => call(url, 'POST', '/internal/events', { token: producer.attempt_token, body: { events: [{ output: 0, start, end: start + 999 }] } });
     // The wrapper's own transport and client (the wrapper role's receive loop calls exactly this).
     const transport = new LocalTransport(10_000);
