@@ -140,7 +140,10 @@ export const TASK_FINISH_SQL = `WITH x AS (
          -- Only jobs with queued work: metering one without any would only queue for its lock.
          -- An events statement that queues work meanwhile and finds the job full has the
          -- metering loop look again after it commits (EVENT_INGEST_SQL, "full").
-         WHERE EXISTS (SELECT 1 FROM tasks q WHERE q.dag_id = d.dag_id AND q.job_name = d.job_name AND q.status = 'queued' LIMIT 1)),
+         -- (Ordered as tasks_queued_order_idx with LIMIT 1, the probe stops at the first row; an
+         -- EXISTS was planned as a bitmap scan of the job's whole backlog.)
+         WHERE (SELECT true FROM tasks q WHERE q.dag_id = d.dag_id AND q.job_name = d.job_name AND q.status = 'queued'
+                 ORDER BY q.created_at, q.id LIMIT 1)),
        $5::text)
       WHERE $5::text IS NOT NULL
    )
