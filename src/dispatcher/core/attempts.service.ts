@@ -136,13 +136,14 @@ export const TASK_FINISH_SQL = `WITH x AS (
      -- With $5 (the transport), start the jobs' next tasks here: trace_meter_jobs runs after \`t\`
      -- (its argument reads t's rows), so its count of running tasks sees these ones finished.
      SELECT * FROM trace_meter_jobs(
-       (SELECT coalesce(jsonb_agg(DISTINCT jsonb_build_object('dag_id', d.dag_id, 'job_name', d.job_name)), '[]') FROM t JOIN d ON d.task_id = t.id
+       (SELECT coalesce(jsonb_agg(jsonb_build_object('dag_id', j.dag_id, 'job_name', j.job_name)), '[]')
+          FROM (SELECT DISTINCT d.dag_id, d.job_name FROM t JOIN d ON d.task_id = t.id) j
          -- Only jobs with queued work: metering one without any would only queue for its lock.
          -- An events statement that queues work meanwhile and finds the job full has the
-         -- metering loop look again after it commits (EVENT_INGEST_SQL, "full").
-         -- (Ordered as tasks_queued_order_idx with LIMIT 1, the probe stops at the first row; an
-         -- EXISTS was planned as a bitmap scan of the job's whole backlog.)
-         WHERE (SELECT true FROM tasks q WHERE q.dag_id = d.dag_id AND q.job_name = d.job_name AND q.status = 'queued'
+         -- metering loop look again after it commits (EVENT_INGEST_SQL, "full"). One probe per
+         -- job, ordered as tasks_queued_order_idx with LIMIT 1 so that it stops at the first row
+         -- (an EXISTS was planned as a bitmap of the job's whole backlog).
+         WHERE (SELECT true FROM tasks q WHERE q.dag_id = j.dag_id AND q.job_name = j.job_name AND q.status = 'queued'
                  ORDER BY q.created_at, q.id LIMIT 1)),
        $5::text)
       WHERE $5::text IS NOT NULL
