@@ -10,7 +10,7 @@
  * run no-op jobs).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, chmodSync } from 'node:fs';
+import { mkdtempSync, readFileSync, chmodSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
@@ -357,4 +357,7 @@ await traceDb.end();
 dispatcher.kill('SIGINT');
 await new Promise((r) => dispatcher.once('exit', r));
 await server.stop();
+// The cluster and data directory hold every task of the run (gigabytes after a few runs).
+rmSync(pgDir, { recursive: true, force: true });
+rmSync(dataDir, { recursive: true, force: true });
 process.exit(0);

@@ -4,7 +4,7 @@
  * concurrency. Alternating runs, medians reported. Results go to docs/benchmarks.md.
  */
 import { spawn } from 'node:child_process';
-import { chmodSync, mkdtempSync, readFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
@@ -181,4 +181,6 @@ console.log(`| peak memory (RSS) | ${rawPeak.toFixed(0)} MiB (the script) | ${tr
 trace.kill('SIGTERM');
 await new Promise((res) => trace.once('exit', res));
 anvil.kill('SIGTERM');
+await new Promise((res) => anvil.once('exit', res));
+rmSync(dataDir, { recursive: true, force: true }); // the run's Parquet files and embedded cluster
 process.exit(0);

@@ -4,7 +4,7 @@
  * aggregate, a selective filter, and a Postgres ⨝ Parquet join. Results go to docs/benchmarks.md.
  */
 import { spawn } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
@@ -150,4 +150,5 @@ console.log('|---|---|---|---|---|');
 for (const r of results) console.log(r);
 trace.kill('SIGTERM');
 await new Promise((r) => trace.once('exit', r));
+rmSync(dataDir, { recursive: true, force: true }); // the generated Parquet files and embedded cluster
 process.exit(0);
