@@ -1,31 +1,7 @@
 import { MigrationInterface, QueryRunner } from 'typeorm';
 
-/**
- * The task path in fewer round trips (docs/benchmarks.md, "Dispatch").
- *
- * 1. How each started attempt reaches a wrapper (`task_attempts.delivery`). With the local
- *    transport the started, unbound attempt is itself the queue entry: wrappers claim attempts
- *    through POST /internal/task-claim, which binds them in the statement that selects them
- *    (SKIP LOCKED), so the local transport writes no dispatch_queue row. dispatch_queue stays the
- *    outbox of the SQS relay. Attempts started before this migration have no recorded delivery
- *    (NULL): with SQS their outbox rows are relayed as before; with the local transport one still
- *    waiting in dispatch_queue is not claimable and is retried by the reaper at its deadline.
- *
- * 2. `trace_start_tasks`: metering a job (ADR 0012) in one call instead of five statements. It
- *    takes the job's advisory lock, then counts the running tasks and starts queued ones in
- *    statements of their own — in READ COMMITTED each statement of a volatile function takes a
- *    new snapshot, so the count sees every start committed before the lock was granted, exactly
- *    as the multi-statement transaction did.
- */
-export class LeanTaskPath1764150000000 implements MigrationInterface {
-  name = 'LeanTaskPath1764150000000';
-
-  async up(q: QueryRunner): Promise<void> {
-    await q.query(`ALTER TABLE task_attempts ADD COLUMN delivery text CHECK (delivery IN ('local', 'sqs', 'lambda'))`);
-    // The local transport's queue: started, not yet claimed, not finished — oldest first.
-    await q.query(`CREATE INDEX task_attempts_claimable_idx ON task_attempts (started_at, task_id)
-                     WHERE delivery = 'local' AND token_hash IS NULL AND finished_at IS NULL`);
-    await q.query(`
+/** trace_start_tasks as this migration creates it (a later migration's down restores it). */
+export const START_TASKS = `
       CREATE FUNCTION trace_start_tasks(p_dag uuid, p_job text, p_version uuid, p_max integer, p_timeout integer, p_delivery text)
         RETURNS TABLE (task_id uuid, active_version uuid)
         LANGUAGE plpgsql VOLATILE AS $$
@@ -65,7 +41,34 @@ export class LeanTaskPath1764150000000 implements MigrationInterface {
           PERFORM pg_notify('trace_dispatch', '');
         END IF;
       END
-      $$`);
+      $$`;
+
+/**
+ * The task path in fewer round trips (docs/benchmarks.md, "Dispatch").
+ *
+ * 1. How each started attempt reaches a wrapper (`task_attempts.delivery`). With the local
+ *    transport the started, unbound attempt is itself the queue entry: wrappers claim attempts
+ *    through POST /internal/task-claim, which binds them in the statement that selects them
+ *    (SKIP LOCKED), so the local transport writes no dispatch_queue row. dispatch_queue stays the
+ *    outbox of the SQS relay. Attempts started before this migration have no recorded delivery
+ *    (NULL): with SQS their outbox rows are relayed as before; with the local transport one still
+ *    waiting in dispatch_queue is not claimable and is retried by the reaper at its deadline.
+ *
+ * 2. `trace_start_tasks`: metering a job (ADR 0012) in one call instead of five statements. It
+ *    takes the job's advisory lock, then counts the running tasks and starts queued ones in
+ *    statements of their own — in READ COMMITTED each statement of a volatile function takes a
+ *    new snapshot, so the count sees every start committed before the lock was granted, exactly
+ *    as the multi-statement transaction did.
+ */
+export class LeanTaskPath1764150000000 implements MigrationInterface {
+  name = 'LeanTaskPath1764150000000';
+
+  async up(q: QueryRunner): Promise<void> {
+    await q.query(`ALTER TABLE task_attempts ADD COLUMN delivery text CHECK (delivery IN ('local', 'sqs', 'lambda'))`);
+    // The local transport's queue: started, not yet claimed, not finished — oldest first.
+    await q.query(`CREATE INDEX task_attempts_claimable_idx ON task_attempts (started_at, task_id)
+                     WHERE delivery = 'local' AND token_hash IS NULL AND finished_at IS NULL`);
+    await q.query(START_TASKS);
   }
 
   async down(q: QueryRunner): Promise<void> {

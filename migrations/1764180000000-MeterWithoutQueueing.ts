@@ -1,6 +1,6 @@
 import { MigrationInterface, QueryRunner } from 'typeorm';
 
-const METER_JOBS = (withWait: boolean) => `
+export const METER_JOBS = (withWait: boolean) => `
   CREATE FUNCTION trace_meter_jobs(p_jobs jsonb, p_transport text${withWait ? ', p_wait boolean DEFAULT true' : ''})
     RETURNS TABLE (dag_id uuid, job_name text, task_id uuid, handled boolean)
     LANGUAGE plpgsql VOLATILE AS $$

@@ -1,5 +1,5 @@
 import { BeforeApplicationShutdown, Inject, Injectable, OnApplicationBootstrap } from '@nestjs/common';
-import { DATABASE_TARGET, PgListener, type DatabaseTarget } from '../common/db';
+import { DATABASE_TARGET, PgListener, TaskPathPoolOwner, type DatabaseTarget } from '../common/db';
 import type { EventEmitter } from 'node:events';
 import { DataSource } from 'typeorm';
 import { BackgroundLoops } from '../common/lifecycle';
@@ -36,13 +36,15 @@ export class DispatcherLoops implements OnApplicationBootstrap, BeforeApplicatio
     @Inject(TASK_TRANSPORT) transport: TaskTransport,
     waiters: ClaimWaiters,
     db: DataSource,
+    taskPath: TaskPathPoolOwner,
   ) {
-    // The backends of this process's own pool: their NOTIFY trace_dispatch is this process's own
+    // The backends of this process's own pools: their NOTIFY trace_dispatch is this process's own
     // start, whose waiting claims were already told (MeterSignal, the start loop below).
     const own = new Set<number>();
-    const pool = (db.driver as unknown as { master?: EventEmitter }).master;
-    pool?.on('acquire', (client: { processID?: number }) => client.processID && own.add(client.processID));
-    pool?.on('remove', (client: { processID?: number }) => client.processID && own.delete(client.processID));
+    for (const pool of [(db.driver as unknown as { master?: EventEmitter }).master, taskPath.pool as unknown as EventEmitter]) {
+      pool?.on('acquire', (client: { processID?: number }) => client.processID && own.add(client.processID));
+      pool?.on('remove', (client: { processID?: number }) => client.processID && own.delete(client.processID));
+    }
     loops.register({
       name: START_LOOP,
       intervalMs: config.dispatch.pollMs,

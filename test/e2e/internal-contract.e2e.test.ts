@@ -509,6 +509,44 @@ describe('task-claim (the local transport)', () => {
     const [first, next] = [await task(source), await task(second)];
     expect(next.status).toBe('running');
     expect(next.attempts[0].started_at).toBe(first.attempts[0].finished_at);
+    // Metering recorded the job's queue head: the newest task it started.
+    const db = await connect(databaseUrl);
+    try {
+      const { rows } = await db.query(
+        `SELECT h.task_id FROM job_queue_heads h JOIN dags g ON g.id = h.dag_id WHERE g.name = 'serial' AND h.job_name = 'source'`,
+      );
+      expect(rows).toEqual([{ task_id: second }]);
+    } finally {
+      await db.end();
+    }
+  });
+
+  it('a completion meters from the job\'s queue head; a task queued behind it is started by the metering loop', async () => {
+    expect((await postYaml(url, '/v1/dags', TOKEN, DAG('1h', 1, 'behind'))).status).toBe(201);
+    const claim = (max: number) => call(url, 'POST', '/internal/task-claim', { token: platform, body: { max } });
+    const first = await trigger('behind');
+    await started(first);
+    const [running] = (await claim(1)).body.tasks;
+    const second = await trigger('behind');
+    expect((await task(second)).status).toBe('queued');
+    // As if a newer task had been started already: the queued one now sorts behind the head, as a
+    // retry (whose created_at is its first attempt's) or a late-committed task would.
+    const db = await connect(databaseUrl);
+    try {
+      await db.query(
+        `UPDATE job_queue_heads h SET created_at = 'infinity' FROM dags g WHERE g.id = h.dag_id AND g.name = 'behind' AND h.job_name = 'source'`,
+      );
+      expect((await db.query(`SELECT count(*)::int AS n FROM job_queue_heads h JOIN dags g ON g.id = h.dag_id WHERE g.name = 'behind'`)).rows).toEqual([{ n: 1 }]);
+    } finally {
+      await db.end();
+    }
+    await call(url, 'POST', '/internal/task-complete', { token: running.attempt_token, body: { status: 'succeeded' } });
+    const done = await task(first);
+    // The completion's statement did not start it (it reads the queue after the head) ...
+    // ... the metering loop's pass, which reads every job's queue from its start, does.
+    await started(second);
+    const next = await task(second);
+    expect(next.attempts[0].started_at).not.toBe(done.attempts[0].finished_at);
   });
 
   it('fails an attempt whose payload cannot be built (a secret deleted after deploy) with the reason, and it is retried', async () => {

@@ -134,18 +134,23 @@ export const TASK_FINISH_SQL = `WITH x AS (
      SELECT pg_notify('trace_tasks', k) FROM (SELECT DISTINCT d.dag_id || ' ' || d.job_name AS k FROM d) j WHERE $4
    ), m AS (
      -- With $5 (the transport), start the jobs' next tasks here: trace_meter_jobs runs after \`t\`
-     -- (its argument reads t's rows), so its count of running tasks sees these ones finished.
+     -- (its argument reads t's rows), so its count of running tasks sees these ones finished;
+     -- from each job's queue head (p_wait, p_from_head: see below).
      SELECT * FROM trace_meter_jobs(
        (SELECT coalesce(jsonb_agg(jsonb_build_object('dag_id', j.dag_id, 'job_name', j.job_name)), '[]')
           FROM (SELECT DISTINCT d.dag_id, d.job_name FROM t JOIN d ON d.task_id = t.id) j
+          LEFT JOIN job_queue_heads h ON h.dag_id = j.dag_id AND h.job_name = j.job_name
          -- Only jobs with queued work: metering one without any would only queue for its lock.
          -- An events statement that queues work meanwhile and finds the job full has the
          -- metering loop look again after it commits (EVENT_INGEST_SQL, "full"). One probe per
          -- job, ordered as tasks_queued_order_idx with LIMIT 1 so that it stops at the first row
-         -- (an EXISTS was planned as a bitmap of the job's whole backlog).
+         -- (an EXISTS was planned as a bitmap of the job's whole backlog), and from the job's
+         -- queue head, as the metering below (p_from_head): the index's entries before it are
+         -- the started tasks' dead ones (migration 1764190000000-QueueHeads).
          WHERE (SELECT true FROM tasks q WHERE q.dag_id = j.dag_id AND q.job_name = j.job_name AND q.status = 'queued'
+                   AND (q.created_at, q.id) > (coalesce(h.created_at, '-infinity'), coalesce(h.task_id, '00000000-0000-0000-0000-000000000000'))
                  ORDER BY q.created_at, q.id LIMIT 1)),
-       $5::text)
+       $5::text, true, true)
       WHERE $5::text IS NOT NULL
    )
    SELECT a.token_hash, a.task_id, a.attempt, a.task_attempt, a.task_status, a.prior_outcome, a.dag_id, a.job_name,
