@@ -44,13 +44,15 @@ const pct = (xs: number[], p: number) => {
 // ---------------------------------------------------------------- Postgres (shared by both)
 const pgDir = mkdtempSync(join(tmpdir(), 'trace-bench-pg-'));
 chmodSync(pgDir, 0o755);
-// BENCH_STATEMENTS=1 prints the Trace database's costliest statements at the end (pg_stat_statements).
+// BENCH_STATEMENTS=1 prints the Trace database's costliest statements at the end (pg_stat_statements);
+// BENCH_STATEMENTS=all also the statements inside functions. BENCH_EXPLAIN=<dir> logs the plans of
+// one statement in a hundred, with timings and buffers, to <dir>/pg.log (auto_explain).
 const STATEMENTS = Boolean(process.env.BENCH_STATEMENTS);
 const server = new EmbeddedPostgres({
   dataDir: pgDir,
   osUser: 'postgres',
   logger: new JsonLogger('error', () => undefined),
-  settings: STATEMENTS ? { shared_preload_libraries: 'pg_stat_statements', 'pg_stat_statements.track_planning': 'on' } : undefined,
+  settings: process.env.BENCH_EXPLAIN ? { shared_preload_libraries: 'auto_explain', 'auto_explain.log_min_duration': '0', 'auto_explain.log_analyze': 'on', 'auto_explain.log_buffers': 'on', 'auto_explain.log_nested_statements': 'on', 'auto_explain.sample_rate': '0.01', logging_collector: 'on', log_directory: process.env.BENCH_EXPLAIN, log_filename: 'pg.log' } : STATEMENTS ? { shared_preload_libraries: 'pg_stat_statements', 'pg_stat_statements.track_planning': 'on', ...(process.env.BENCH_STATEMENTS === 'all' ? { 'pg_stat_statements.track': 'all' } : {}) } : undefined,
 });
 const target = await server.start();
 const admin = new pg.Client({ host: target.host, port: target.port, user: 'trace', database: 'postgres' });
@@ -303,17 +305,33 @@ async function paced(side: Side) {
 const sides: Side[] = process.env.BENCH_ONLY ? [process.env.BENCH_ONLY as Side] : ['trace', 'graphile', 'graphile (batched)'];
 const results: Record<string, Partial<Record<Side, number[]>>> = {};
 const record = (scenario: string, side: Side, value: number) => ((results[scenario] ??= {})[side] ??= []).push(value);
+/**
+ * Every run starts from the same state: what earlier runs left (finished tasks, deleted jobs) is
+ * vacuumed and flushed in both databases first. Otherwise each run inherits the dead rows and
+ * index entries of the runs before it, and whether autovacuum happened to clean them up between
+ * runs decided a round: without it, one run's burn measured Trace at 0.77, 1.40 and 1.28 of
+ * graphile-worker's default in its three rounds.
+ */
+async function settle() {
+  for (const db of [traceDb, gPool]) await db.query('VACUUM');
+  await traceDb.query('CHECKPOINT');
+}
 for (let round = 0; round < ROUNDS; round++) {
   // Who goes first alternates, so a slow spell of the machine does not always land on one side.
   const order = round % 2 === 0 ? sides : [...sides].reverse();
-  if (SCENARIOS.has('burn')) for (const side of order) record('burn: tasks/s', side, await burn(side));
+  if (SCENARIOS.has('burn')) for (const side of order) {
+    await settle();
+    record('burn: tasks/s', side, await burn(side));
+  }
   if (SCENARIOS.has('stream')) for (const side of order) {
+    await settle();
     const s = await stream(side);
     record('stream: tasks/s', side, s.rate);
     record('stream: submit→start p50 ms', side, s.p50);
     record('stream: submit→start p99 ms', side, s.p99);
   }
   if (SCENARIOS.has('paced')) for (const side of order) {
+    await settle();
     const p = await paced(side);
     record('paced 200/s: submit→start p50 ms', side, p.p50);
     record('paced 200/s: submit→start p99 ms', side, p.p99);
@@ -328,6 +346,10 @@ console.log('|---|---|---|---|---|---|');
 for (const [scenario, v] of Object.entries(results)) {
   const [t, g, b] = [median(v.trace), median(v.graphile), median(v['graphile (batched)'])];
   console.log(`| ${scenario} | ${fmt(t)} | ${fmt(g)} | ${fmt(b)} | ${(t / g).toFixed(2)} | ${(t / b).toFixed(2)} |`);
+}
+console.log('\nEach side, round by round:');
+for (const [scenario, v] of Object.entries(results)) {
+  console.log(`- ${scenario}: ${Object.entries(v).map(([side, xs]) => `${side} ${xs!.map(fmt).join(', ')}`).join('; ')}`);
 }
 console.log('\nTrace ÷ default, round by round:');
 for (const [scenario, v] of Object.entries(results)) {
@@ -345,8 +367,8 @@ for (const scenario of ['burn', 'stream'] as const) {
 if (STATEMENTS) {
   await traceDb.query('CREATE EXTENSION IF NOT EXISTS pg_stat_statements');
   const { rows } = await traceDb.query(
-    `SELECT calls, round(total_exec_time)::int AS exec_ms, round(total_plan_time)::int AS plan_ms, round(mean_exec_time::numeric, 3) AS mean_exec_ms, round(mean_plan_time::numeric, 3) AS mean_plan_ms, round(shared_blks_hit::numeric / nullif(calls, 0), 1) AS blks_per_call, round(rows::numeric / nullif(calls, 0), 1) AS rows_per_call, left(regexp_replace(query, '\\s+', ' ', 'g'), 90) AS query
-       FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = 'bench_trace' ORDER BY total_exec_time + total_plan_time DESC LIMIT 12`,
+    `SELECT calls, round(total_exec_time)::int AS exec_ms, round(total_plan_time)::int AS plan_ms, round(mean_exec_time::numeric, 3) AS mean_exec_ms, round(mean_plan_time::numeric, 3) AS mean_plan_ms, round(shared_blks_hit::numeric / nullif(calls, 0), 1) AS blks_per_call, round(rows::numeric / nullif(calls, 0), 1) AS rows_per_call, left(regexp_replace(query, '\\s+', ' ', 'g'), ${process.env.BENCH_STATEMENTS === 'all' ? 200 : 90}) AS query
+       FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = 'bench_trace' ORDER BY total_exec_time + total_plan_time DESC LIMIT ${process.env.BENCH_STATEMENTS === 'all' ? 25 : 12}`,
   );
   console.table(rows);
 }
