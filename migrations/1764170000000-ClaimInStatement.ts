@@ -1,27 +1,7 @@
 import { MigrationInterface, QueryRunner } from 'typeorm';
 
-/**
- * `trace_claim`: the local transport's claim (ADR 0014) as a function, so that the statement that
- * stores events can also answer a wrapper's waiting claim (docs/benchmarks.md, "Dispatch").
- *
- * It takes up to `p_max` of the oldest claimable attempts (started, local, unbound, unfinished;
- * `FOR UPDATE SKIP LOCKED`, so concurrent claims share nothing), binds each to the caller with the
- * token hash at its position in `p_hashes` and to wrapper node `p_node`, and returns what their
- * payloads are built from, in claim order (`n`). POST /internal/task-claim is one call of it; the
- * events statement calls it after trace_meter_jobs has started the new tasks. The function is
- * VOLATILE, so it sees the attempts the calling statement started and the tasks and events it
- * inserted (a CTE of the caller could not).
- *
- * The payload columns are those of task-fetch (PAYLOAD_COLUMNS in
- * src/dispatcher/core/attempts.service.ts); test/e2e/hot-plans.e2e.test.ts checks that both read
- * the same payload for the same attempt. Each probe is by key (LATERAL ... LIMIT 1), so the cached
- * generic plan stays index lookups whatever the tables held when it was made.
- */
-export class ClaimInStatement1764170000000 implements MigrationInterface {
-  name = 'ClaimInStatement1764170000000';
-
-  async up(q: QueryRunner): Promise<void> {
-    await q.query(`
+/** trace_claim as this migration creates it (a later migration's down restores it). */
+export const CLAIM = `
       CREATE FUNCTION trace_claim(p_max integer, p_hashes bytea[], p_node uuid)
         RETURNS TABLE (n bigint, id uuid, attempt integer, cancel_requested boolean, org_id uuid, dag_id uuid, dag_name text,
                        version integer, version_id uuid, job_name text, input_index integer, deadline_at timestamptz,
@@ -62,7 +42,30 @@ export class ClaimInStatement1764170000000 implements MigrationInterface {
             CROSS JOIN LATERAL (SELECT dv2.id, dv2.number FROM dag_versions dv2 WHERE dv2.id = t.dag_version_id LIMIT 1) v
            ORDER BY a.n;
       END
-      $$`);
+      $$`;
+
+/**
+ * `trace_claim`: the local transport's claim (ADR 0014) as a function, so that the statement that
+ * stores events can also answer a wrapper's waiting claim (docs/benchmarks.md, "Dispatch").
+ *
+ * It takes up to `p_max` of the oldest claimable attempts (started, local, unbound, unfinished;
+ * `FOR UPDATE SKIP LOCKED`, so concurrent claims share nothing), binds each to the caller with the
+ * token hash at its position in `p_hashes` and to wrapper node `p_node`, and returns what their
+ * payloads are built from, in claim order (`n`). POST /internal/task-claim is one call of it; the
+ * events statement calls it after trace_meter_jobs has started the new tasks. The function is
+ * VOLATILE, so it sees the attempts the calling statement started and the tasks and events it
+ * inserted (a CTE of the caller could not).
+ *
+ * The payload columns are those of task-fetch (PAYLOAD_COLUMNS in
+ * src/dispatcher/core/attempts.service.ts); test/e2e/hot-plans.e2e.test.ts checks that both read
+ * the same payload for the same attempt. Each probe is by key (LATERAL ... LIMIT 1), so the cached
+ * generic plan stays index lookups whatever the tables held when it was made.
+ */
+export class ClaimInStatement1764170000000 implements MigrationInterface {
+  name = 'ClaimInStatement1764170000000';
+
+  async up(q: QueryRunner): Promise<void> {
+    await q.query(CLAIM);
   }
 
   async down(q: QueryRunner): Promise<void> {

@@ -1,5 +1,6 @@
 import { MigrationInterface, QueryRunner } from 'typeorm';
 import { START_TASKS } from './1764150000000-LeanTaskPath';
+import { CLAIM } from './1764170000000-ClaimInStatement';
 import { METER_JOBS } from './1764180000000-MeterWithoutQueueing';
 
 /**
@@ -24,7 +25,11 @@ import { METER_JOBS } from './1764180000000-MeterWithoutQueueing';
  *
  * The task path's functions also plan as the task path's connections do (TASK_PATH_SETTINGS in
  * src/common/db/sql.ts): `enable_seqscan = off`, so that the plans they cache per connection do
- * not scan whole tables because they were made while the tables were small.
+ * not scan whole tables because they were made while the tables were small (ADR 0017).
+ *
+ * And `trace_claim` reads what its attempts' payloads share — the DAG's name, the version's
+ * number, the DAG's outputs with their current versions — once per DAG version in the claim,
+ * instead of once per attempt: a claim's attempts are mostly one job's.
  */
 export class QueueHeads1764190000000 implements MigrationInterface {
   name = 'QueueHeads1764190000000';
@@ -130,11 +135,62 @@ export class QueueHeads1764190000000 implements MigrationInterface {
         END LOOP;
       END
       $$`);
-    await q.query(`ALTER FUNCTION trace_claim(integer, bytea[], uuid) SET enable_seqscan = off`);
+    await q.query(`
+      CREATE OR REPLACE FUNCTION trace_claim(p_max integer, p_hashes bytea[], p_node uuid)
+        RETURNS TABLE (n bigint, id uuid, attempt integer, cancel_requested boolean, org_id uuid, dag_id uuid, dag_name text,
+                       version integer, version_id uuid, job_name text, input_index integer, deadline_at timestamptz,
+                       pool_slot integer, pool_name text, event json, outputs json)
+        LANGUAGE plpgsql VOLATILE SET enable_seqscan = off AS $$
+      #variable_conflict use_column
+      BEGIN
+        RETURN QUERY
+          WITH c AS (
+            SELECT s.task_id, s.attempt, row_number() OVER () AS n FROM (
+              SELECT ta.task_id, ta.attempt FROM task_attempts ta
+               WHERE ta.delivery = 'local' AND ta.token_hash IS NULL AND ta.finished_at IS NULL
+               ORDER BY ta.started_at, ta.task_id LIMIT p_max FOR UPDATE SKIP LOCKED) s
+          ), a AS (
+            UPDATE task_attempts a SET token_hash = x.token_hash, wrapper_node = p_node
+              FROM c JOIN unnest(p_hashes) WITH ORDINALITY AS x(token_hash, n) ON x.n = c.n
+             WHERE a.task_id = c.task_id AND a.attempt = c.attempt
+            RETURNING a.task_id, a.deadline_at, a.pool_slot, x.n
+          ), t AS (
+            SELECT a.n, a.deadline_at, a.pool_slot, t.id, t.attempt, t.cancel_requested, t.org_id, t.dag_id, t.dag_version_id,
+                   t.job_name, t.input_index, t.event_id
+              FROM a CROSS JOIN LATERAL (SELECT * FROM tasks WHERE tasks.id = a.task_id LIMIT 1) t
+          ), v AS MATERIALIZED (
+            -- What the payloads of one DAG version share, read once per claim (MATERIALIZED: not
+            -- inlined into the join below, where it would be read again for every attempt).
+            SELECT w.dag_id, w.dag_version_id, g.name, dv2.number,
+                   (SELECT coalesce(json_agg(json_build_object(
+                              'key', d.job_name || '#' || d.output_index, 'dataset_uuid', d.dataset_uuid, 'dataset_version', p.dataset_version,
+                              'location', dv.location, 'backend', d.backend, 'update_strategy', d.update_strategy, 'unique_key', d.unique_key,
+                              'cursor', d.cursor_column)), '[]')
+                      FROM datasets d
+                      LEFT JOIN dag_dataset_pointers p ON p.dag_id = d.dag_id AND p.dataset_uuid = d.dataset_uuid
+                      LEFT JOIN dataset_versions dv ON dv.dataset_version = p.dataset_version
+                     WHERE d.dag_id = w.dag_id) AS outputs
+              FROM (SELECT DISTINCT t.dag_id, t.dag_version_id FROM t) w
+              CROSS JOIN LATERAL (SELECT dags.name FROM dags WHERE dags.id = w.dag_id LIMIT 1) g
+              CROSS JOIN LATERAL (SELECT dag_versions.number FROM dag_versions WHERE dag_versions.id = w.dag_version_id LIMIT 1) dv2
+          )
+          SELECT t.n, t.id, t.attempt, t.cancel_requested, t.org_id, t.dag_id, v.name, v.number, t.dag_version_id,
+                 t.job_name, t.input_index, t.deadline_at, t.pool_slot,
+                 (SELECT l.pool_name FROM worker_slot_leases l WHERE l.task_id = t.id),
+                 (SELECT row_to_json(ev) FROM (
+                    SELECT e.id::text AS id, e.dataset_uuid, e.dataset_version, dv.location, e.kind, e.partition_key,
+                           e.range_start::text AS start, e.range_end::text AS "end", e.cursor, e.payload
+                      FROM events e JOIN dataset_versions dv ON dv.dataset_version = e.dataset_version WHERE e.id = t.event_id) ev),
+                 v.outputs
+            FROM t JOIN v ON v.dag_id = t.dag_id AND v.dag_version_id = t.dag_version_id
+           ORDER BY t.n;
+      END
+      $$`);
   }
 
   async down(q: QueryRunner): Promise<void> {
-    await q.query(`ALTER FUNCTION trace_claim(integer, bytea[], uuid) RESET enable_seqscan`);
+    await q.query(`DROP FUNCTION trace_claim(integer, bytea[], uuid)`);
+    await q.query(CLAIM);
     await q.query(`DROP FUNCTION trace_meter_jobs(jsonb, text, boolean, boolean)`);
     await q.query(`DROP FUNCTION trace_start_tasks(uuid, text, uuid, integer, integer, text, boolean)`);
     await q.query(START_TASKS);

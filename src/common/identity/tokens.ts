@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { hash, randomBytes } from 'node:crypto';
 
 /** Every API token starts with this, so leaked tokens are easy to find by secret scanners. */
 export const TOKEN_PREFIX = 'trc_';
@@ -9,7 +9,7 @@ export function generateToken(): string {
 }
 
 export function hashToken(token: string): Buffer {
-  return createHash('sha256').update(token, 'utf8').digest();
+  return hash('sha256', token, 'buffer');
 }
 
 /** What we keep in clear to help people tell tokens apart: the first few characters. */

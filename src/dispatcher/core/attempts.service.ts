@@ -41,7 +41,7 @@ interface AttemptRow {
 /** What a payload is built from, read in the statement that binds the attempt (aliases t, g, v, a). */
 interface PayloadRow {
   id: string; attempt: number; cancel_requested: boolean; org_id: string; dag_id: string; dag_name: string; version: number; version_id: string;
-  job_name: string; input_index: number | null; deadline_at: Date; pool_slot: number | null; pool_name: string | null;
+  job_name: string; input_index: number | null; deadline_at: Date | string; pool_slot: number | null; pool_name: string | null;
   event: EventRef | null; outputs: (Omit<OutputRef, 'index'> & { key: string })[];
 }
 
@@ -83,9 +83,11 @@ export const PAYLOAD_READ_SQL = `SELECT ${PAYLOAD_COLUMNS}
 /**
  * Local transport: claim, bind and fetch up to $1 started attempts ($2: token hashes, $3: wrapper
  * node). trace_claim (migration 1764170000000-ClaimInStatement) reads the same payload columns as
- * PAYLOAD_COLUMNS; the events statement calls it too, to answer a waiting claim.
+ * PAYLOAD_COLUMNS; the events statement calls it too, to answer a waiting claim. Its rows come
+ * back as one JSON array, as in the events statement: one value to parse instead of sixteen
+ * columns of every row.
  */
-export const TASK_CLAIM_SQL = `SELECT * FROM trace_claim($1, $2, $3)`;
+export const TASK_CLAIM_SQL = `SELECT coalesce(json_agg(c ORDER BY c.n), '[]') AS claimed FROM trace_claim($1, $2, $3) c`;
 
 /** Bind the current attempts of the tasks $1 with token hashes $2 for wrapper node $3; read their payloads. */
 export const TASK_FETCH_SQL = `WITH x AS (SELECT * FROM unnest($1::uuid[], $2::bytea[]) AS x(task_id, token_hash)),
@@ -255,8 +257,8 @@ export class AttemptsService {
    */
   async claim(max: number, wrapperNode: string | undefined): Promise<TaskPayload[]> {
     const tokens = claimTokens(max);
-    const rows = await prepared<PayloadRow & { n: string }>(this.db, 'trace_task_claim', TASK_CLAIM_SQL, [max, tokens.map(hashToken), wrapperNode ?? null]);
-    return this.claimed(rows, tokens);
+    const [{ claimed }] = await prepared<{ claimed: (PayloadRow & { n: number })[] }>(this.db, 'trace_task_claim', TASK_CLAIM_SQL, [max, tokens.map(hashToken), wrapperNode ?? null]);
+    return this.claimed(claimed, tokens);
   }
 
   /** Payloads of claimed attempts (rows of trace_claim, `n` the position of each one's token). */
