@@ -1,9 +1,10 @@
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { chmod } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { join } from 'node:path';
-import { PAYLOAD_READ_SQL } from '../../src/dispatcher/core/attempts.service';
+import { PAYLOAD_READ_SQL, TASK_CLAIM_SQL } from '../../src/dispatcher/core/attempts.service';
+import { METER_START_SQL } from '../../src/dispatcher/core/task-starter.service';
 import { LocalTransport } from '../../src/dispatcher/transport/local-transport';
 import { DispatcherClient } from '../../src/wrapper/dispatcher-client';
 import { call } from '../support/http';
@@ -372,6 +373,27 @@ describe('task-claim (the local transport)', () => {
     expect((await claim(1, TOKEN)).status).toBe(401);
     expect((await claim(1, mine.attempt_token)).status).toBe(401);
     for (const bad of [-1, 20_001, 1.5]) expect((await claim(1, platform, { wait_ms: bad })).body.error.details).toEqual([{ field: 'wait_ms', reason: 'must be an integer from 0 to 20000' }]);
+  });
+
+  // A claim (and, for the metering loop, a start) is delivery bookkeeping: it commits without
+  // waiting for its WAL flush (ADR 0014, ADR 0012). Never anything after it on the connection.
+  it.each<[string, string, () => unknown[]]>([
+    ['a claim', TASK_CLAIM_SQL, () => [1, [randomBytes(32)], null]],
+    ['the metering loop\'s start', METER_START_SQL, () => [randomUUID(), 'source', randomUUID(), 1, 60, 'local']],
+  ])('%s commits asynchronously, and only its own transaction', async (_name, text, params) => {
+    const db = await connect(databaseUrl);
+    try {
+      await db.query({ name: 'bookkeeping', text, values: params() });
+      expect((await db.query(`SHOW synchronous_commit`)).rows).toEqual([{ synchronous_commit: 'on' }]);
+      // Inside a transaction the setting lasts until its end, which is when it applies.
+      await db.query('BEGIN');
+      await db.query({ name: 'bookkeeping', text, values: params() });
+      expect((await db.query(`SHOW synchronous_commit`)).rows).toEqual([{ synchronous_commit: 'off' }]);
+      await db.query('COMMIT');
+      expect((await db.query(`SHOW synchronous_commit`)).rows).toEqual([{ synchronous_commit: 'on' }]);
+    } finally {
+      await db.end();
+    }
   });
 
   it('with wait_ms is a long poll: answered as soon as an attempt starts, empty when the wait is over', async () => {

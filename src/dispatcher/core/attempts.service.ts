@@ -86,8 +86,13 @@ export const PAYLOAD_READ_SQL = `SELECT ${PAYLOAD_COLUMNS}
  * PAYLOAD_COLUMNS; the events statement calls it too, to answer a waiting claim. Its rows come
  * back as one JSON array, as in the events statement: one value to parse instead of sixteen
  * columns of every row.
+ *
+ * The claim's transaction commits without waiting for its WAL to reach disk (`synchronous_commit`
+ * off for this transaction only; ADR 0014, "Claims commit asynchronously"): a claim is delivery
+ * bookkeeping, and one lost in a Postgres crash only makes its attempts claimable again.
  */
-export const TASK_CLAIM_SQL = `SELECT coalesce(json_agg(c ORDER BY c.n), '[]') AS claimed FROM trace_claim($1, $2, $3) c`;
+export const TASK_CLAIM_SQL = `SELECT (SELECT coalesce(json_agg(c ORDER BY c.n), '[]') FROM trace_claim($1, $2, $3) c) AS claimed,
+                                      set_config('synchronous_commit', 'off', true) AS commit_mode`;
 
 /** Bind the current attempts of the tasks $1 with token hashes $2 for wrapper node $3; read their payloads. */
 export const TASK_FETCH_SQL = `WITH x AS (SELECT * FROM unnest($1::uuid[], $2::bytea[]) AS x(task_id, token_hash)),
@@ -137,7 +142,10 @@ export const TASK_FINISH_SQL = `WITH x AS (
    ), m AS (
      -- With $5 (the transport), start the jobs' next tasks here: trace_meter_jobs runs after \`t\`
      -- (its argument reads t's rows), so its count of running tasks sees these ones finished;
-     -- from each job's queue head (p_wait, p_from_head: see below).
+     -- from each job's queue head (p_from_head), and only a job no other transaction is metering
+     -- (p_wait false): this transaction holds the job's lock until its commit, WAL flush included,
+     -- so a completion queueing behind another one's lock made a job's metering one flush at a
+     -- time. A job left so is metered by the loop, which commits its starts asynchronously.
      SELECT * FROM trace_meter_jobs(
        (SELECT coalesce(jsonb_agg(jsonb_build_object('dag_id', j.dag_id, 'job_name', j.job_name)), '[]')
           FROM (SELECT DISTINCT d.dag_id, d.job_name FROM t JOIN d ON d.task_id = t.id) j
@@ -152,7 +160,7 @@ export const TASK_FINISH_SQL = `WITH x AS (
          WHERE (SELECT true FROM tasks q WHERE q.dag_id = j.dag_id AND q.job_name = j.job_name AND q.status = 'queued'
                    AND (q.created_at, q.id) > (coalesce(h.created_at, '-infinity'), coalesce(h.task_id, '00000000-0000-0000-0000-000000000000'))
                  ORDER BY q.created_at, q.id LIMIT 1)),
-       $5::text, true, true)
+       $5::text, false, true)
       WHERE $5::text IS NOT NULL
    )
    SELECT a.token_hash, a.task_id, a.attempt, a.task_attempt, a.task_status, a.prior_outcome, a.dag_id, a.job_name,

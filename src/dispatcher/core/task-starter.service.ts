@@ -8,6 +8,15 @@ import { SpecCache } from './spec-cache';
 const JOBS_PER_PASS = 500;
 
 /**
+ * The metering loop's start of a job without a worker pool (trace_start_tasks). Its transaction
+ * commits without waiting for the WAL flush, so the job's lock is held only while the starts are
+ * made, not through the flush (ADR 0012, "metering commits asynchronously"); the setting is its
+ * transaction's only.
+ */
+export const METER_START_SQL = `SELECT s.task_id, s.active_version
+   FROM (SELECT set_config('synchronous_commit', 'off', true)) c, trace_start_tasks($1, $2, $3, $4, $5, $6) s`;
+
+/**
  * Metering: starts queued tasks within min(scaling.max_concurrency, pool size) per job, leasing one
  * worker-pool slot per running task. Each job is metered under its own advisory lock (and its pool's),
  * so any number of dispatcher processes can run this at once without double-starting (ADR 0012).
@@ -78,7 +87,7 @@ export class TaskStarter {
       const rows = await prepared<{ task_id: string | null; active_version: string | null }>(
         this.db,
         'trace_meter_start',
-        `SELECT task_id, active_version FROM trace_start_tasks($1, $2, $3, $4, $5, $6)`,
+        METER_START_SQL,
         [dag_id, job_name, versionId, job.scaling.max_concurrency, job.timeout_seconds, lambda ? 'lambda' : this.config.dispatch.transport],
       );
       if (rows.length === 1 && rows[0]!.task_id === null) {
