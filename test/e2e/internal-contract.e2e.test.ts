@@ -3,6 +3,7 @@ import { chmod } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { join } from 'node:path';
+import { attemptToken, parseAttemptToken } from '../../src/dispatcher/core/attempt-token';
 import { PAYLOAD_READ_SQL, TASK_CLAIM_SQL } from '../../src/dispatcher/core/attempts.service';
 import { METER_START_SQL } from '../../src/dispatcher/core/task-starter.service';
 import { LocalTransport } from '../../src/dispatcher/transport/local-transport';
@@ -73,6 +74,18 @@ describe('the internal contract: attempt gating, idempotent events, cancel', () 
     expect((await fetchTask(id, 'x'.repeat(44))).status).toBe(401);
     expect((await call(url, 'POST', '/internal/events', { token: platform, body: { events: [] } })).status).toBe(401);
     expect((await call(url, 'POST', '/internal/events', { token: 'tra_forged', body: { events: [] } })).status).toBe(401);
+    // A token naming the running attempt, with any secret but the one issued for it, is refused;
+    // the issued one is accepted.
+    const issued = (await fetchTask(id)).body.attempt_token as string;
+    const forged = attemptToken(id, 1, randomBytes(32));
+    expect(parseAttemptToken(forged)).toMatchObject({ taskId: id, attempt: 1 });
+    for (const [path, body] of [['/internal/events', { events: [range(0)] }], ['/internal/task-complete', { status: 'succeeded' }], ['/internal/task-complete-batch', { completions: [{ attempt_token: forged, status: 'succeeded' }] }]] as const) {
+      const res = await call(url, 'POST', path, { token: path.endsWith('batch') ? platform : forged, body });
+      expect(res.body.error?.message ?? res.body.results[0].error.message).toBe('attempt token is unknown');
+    }
+    expect((await task(id)).events).toEqual([]);
+    expect((await call(url, 'POST', '/internal/events', { token: issued, body: { events: [range(0)] } })).body.accepted).toBe(1);
+    expect((await call(url, 'POST', '/internal/task-complete', { token: issued, body: { status: 'succeeded' } })).body.status).toBe('succeeded');
     const openapi = await call(url, 'GET', '/docs-json');
     expect(Object.keys(openapi.body.paths).filter((p) => p.startsWith('/internal'))).toEqual([]);
   });

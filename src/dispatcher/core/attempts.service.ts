@@ -1,9 +1,7 @@
 import { HttpStatus, Injectable } from '@nestjs/common';
-import { randomBytes } from 'node:crypto';
 import { DataSource, EntityManager } from 'typeorm';
 import { prepared, sql, sqlOne, type Queryable } from '../../common/db';
 import { notFound, TraceError, unauthorized } from '../../common/errors';
-import { hashToken } from '../../common/identity';
 import { SecretCipher } from '../../common/keys/secret-cipher';
 import { ingestEvents, type Producer } from './event-ingest';
 import { TraceConfig } from '../../config';
@@ -11,7 +9,9 @@ import { MeterSignal, type MeteredRow } from './meter-signal';
 import { outputKeys, SpecCache } from './spec-cache';
 import type { EmittedEvent, EventRef, OutputRef, TaskPayload } from './task-payload';
 
-export const ATTEMPT_TOKEN_PREFIX = 'tra_';
+import { ATTEMPT_TOKEN_PREFIX, attemptSecrets, attemptToken, parseAttemptToken, type AttemptKey } from './attempt-token';
+
+export { ATTEMPT_TOKEN_PREFIX } from './attempt-token';
 
 export type Outcome = 'succeeded' | 'failed' | 'canceled';
 
@@ -107,14 +107,15 @@ export const TASK_FETCH_SQL = `WITH x AS (SELECT * FROM unnest($1::uuid[], $2::b
      FROM t LEFT JOIN b ON b.task_id = t.id ${PAYLOAD_JOINS}
      LEFT JOIN LATERAL (SELECT deadline_at, pool_slot FROM task_attempts WHERE task_id = t.id AND attempt = t.attempt LIMIT 1) a ON true`;
 
-/** Completions ($1 token hashes, $2 outcomes, $3 errors), NOTIFY if $4, metering with transport $5: the gated state change. */
+/** Completions ($6 task ids, $7 attempts, $1 their tokens' secret hashes, $2 outcomes, $3 errors), NOTIFY if $4, metering with transport $5: the gated state change. */
 export const TASK_FINISH_SQL = `WITH x AS (
-     SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[]) AS x(token_hash, outcome, error)
+     SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[], $6::uuid[], $7::int[]) AS x(token_hash, outcome, error, task_id, attempt)
    ), a AS (
      SELECT x.token_hash, x.outcome, x.error, a.task_id, a.attempt, a.outcome AS prior_outcome, t.attempt AS task_attempt,
             t.status AS task_status, t.cancel_requested, t.max_attempts, t.dag_id, t.job_name
        FROM x
-       CROSS JOIN LATERAL (SELECT * FROM task_attempts WHERE token_hash = x.token_hash LIMIT 1) a
+       -- The attempt the token names, if its secret is the one issued for it.
+       CROSS JOIN LATERAL (SELECT * FROM task_attempts WHERE task_id = x.task_id AND attempt = x.attempt AND token_hash = x.token_hash LIMIT 1) a
        CROSS JOIN LATERAL (SELECT * FROM tasks WHERE id = a.task_id LIMIT 1) t
       ORDER BY t.id
       FOR UPDATE OF t
@@ -168,21 +169,22 @@ export const TASK_FINISH_SQL = `WITH x AS (
           (SELECT coalesce(json_agg(m), '[]') FROM m) AS metered
      FROM a`;
 
-/** The attempt an attempt token ($1, hashed) stands for, with its task (locked if `lock`) and its DAG's datasets. */
+/** The attempt an attempt token names ($1 task, $2 attempt) if $3 is its secret's hash, with its task (locked if `lock`) and its DAG's datasets. */
 export const attemptSql = (lock: boolean) => `
   SELECT a.task_id, a.attempt, a.finished_at, a.outcome AS prior_outcome, t.attempt AS task_attempt, t.status AS task_status,
          t.cancel_requested, t.org_id, t.dag_id, t.dag_version_id, t.job_name,
          (SELECT json_object_agg(d.job_name || '#' || d.output_index, d.dataset_uuid) FROM datasets d WHERE d.dag_id = t.dag_id) AS dataset_keys
     FROM task_attempts a JOIN tasks t ON t.id = a.task_id
-   WHERE a.token_hash = $1
+   WHERE a.task_id = $1 AND a.attempt = $2 AND a.token_hash = $3
    ${lock ? 'FOR UPDATE OF t' : ''}`;
 
 const stale = (message: string) => new TraceError(HttpStatus.CONFLICT, 'stale_attempt', message);
 
-/** Fresh attempt tokens for a claim of up to `max` attempts (only their hashes are stored). */
-const claimTokens = (max: number) => {
-  const random = randomBytes(32 * max);
-  return Array.from({ length: max }, (_, i) => ATTEMPT_TOKEN_PREFIX + random.subarray(32 * i, 32 * (i + 1)).toString('base64url'));
+/** The attempt a token names; 401 when it is not an attempt token (`required`: the message for one without the prefix). */
+const attemptKey = (token: string, required = 'an attempt token (tra_...) is required on this endpoint'): AttemptKey => {
+  const key = parseAttemptToken(token);
+  if (!key) throw unauthorized(token.startsWith(ATTEMPT_TOKEN_PREFIX) ? 'attempt token is unknown' : required);
+  return key;
 };
 
 /**
@@ -197,7 +199,7 @@ const claimTokens = (max: number) => {
  */
 @Injectable()
 export class AttemptsService {
-  /** The producer of each attempt that has posted events, by token hash (a bounded cache; see emit). */
+  /** The producer of each attempt that has posted events, by attempt token (a bounded cache; see emit). */
   private readonly producers = new Map<string, Producer>();
 
   constructor(
@@ -228,13 +230,8 @@ export class AttemptsService {
   async fetchMany(taskIds: string[], wrapperNode: string | undefined): Promise<({ error: TraceError; task_id: string } | TaskPayload)[]> {
     // Sorted: tasks are locked in id order, as the completion locks them, so the two cannot deadlock.
     const ids = [...new Set(taskIds)].sort();
-    const tokens = ids.map(() => ATTEMPT_TOKEN_PREFIX + randomBytes(32).toString('base64url'));
-    const rows = await prepared<PayloadRow & { status: string; bound: boolean }>(
-      this.db,
-      'trace_task_fetch',
-      TASK_FETCH_SQL,
-      [ids, tokens.map(hashToken), wrapperNode ?? null],
-    );
+    const { secrets, hashes } = attemptSecrets(ids.length);
+    const rows = await prepared<PayloadRow & { status: string; bound: boolean }>(this.db, 'trace_task_fetch', TASK_FETCH_SQL, [ids, hashes, wrapperNode ?? null]);
     const byId = new Map<string, { error: TraceError; task_id: string } | TaskPayload>();
     for (const id of ids) byId.set(id, { task_id: id, error: notFound('task_not_found', `no task ${id}`) });
     for (const row of rows) {
@@ -251,7 +248,7 @@ export class AttemptsService {
         byId.set(row.id, { task_id: row.id, error: payload });
         continue;
       }
-      byId.set(row.id, { ...payload, attempt_token: tokens[ids.indexOf(row.id)]! });
+      byId.set(row.id, { ...payload, attempt_token: attemptToken(row.id, row.attempt, secrets[ids.indexOf(row.id)]!) });
     }
     return taskIds.map((id) => byId.get(id)!);
   }
@@ -264,17 +261,17 @@ export class AttemptsService {
    * deploy) is completed as failed at once, with the reason, and retried like any failure.
    */
   async claim(max: number, wrapperNode: string | undefined): Promise<TaskPayload[]> {
-    const tokens = claimTokens(max);
-    const [{ claimed }] = await prepared<{ claimed: (PayloadRow & { n: number })[] }>(this.db, 'trace_task_claim', TASK_CLAIM_SQL, [max, tokens.map(hashToken), wrapperNode ?? null]);
-    return this.claimed(claimed, tokens);
+    const { secrets, hashes } = attemptSecrets(max);
+    const [{ claimed }] = await prepared<{ claimed: (PayloadRow & { n: number })[] }>(this.db, 'trace_task_claim', TASK_CLAIM_SQL, [max, hashes, wrapperNode ?? null]);
+    return this.claimed(claimed, secrets);
   }
 
-  /** Payloads of claimed attempts (rows of trace_claim, `n` the position of each one's token). */
-  private async claimed(rows: (PayloadRow & { n: string | number })[], tokens: string[]): Promise<TaskPayload[]> {
+  /** Payloads of claimed attempts (rows of trace_claim, `n` the position of each one's secret). */
+  private async claimed(rows: (PayloadRow & { n: string | number })[], secrets: Buffer[]): Promise<TaskPayload[]> {
     const payloads: TaskPayload[] = [];
     const unbuildable: Pick<Completion, 'token' | 'outcome' | 'error'>[] = [];
     for (const row of rows) {
-      const token = tokens[Number(row.n) - 1]!;
+      const token = attemptToken(row.id, row.attempt, secrets[Number(row.n) - 1]!);
       const payload = await this.buildPayload(this.db, row);
       if (payload instanceof TraceError) unbuildable.push({ token, outcome: 'failed', error: `the task could not be prepared: ${payload.message}` });
       else payloads.push({ ...payload, attempt_token: token });
@@ -290,30 +287,28 @@ export class AttemptsService {
    * new tasks (trace_claim), and their payloads come back in `served`.
    */
   async emit(token: string, events: EmittedEvent[], serve?: { max: number; node: string | undefined }): Promise<{ accepted: number; duplicates: number; served: TaskPayload[] }> {
-    if (!token.startsWith(ATTEMPT_TOKEN_PREFIX)) throw unauthorized('an attempt token (tra_...) is required on this endpoint');
-    const hash = hashToken(token);
-    const key = hash.toString('hex');
+    const { hash } = attemptKey(token);
     // Who the attempt produces for is fixed for its life: looked up once, then the call is one
     // statement that gates on the attempt (locking its task) and stores the events.
-    let producer = this.producers.get(key);
+    let producer = this.producers.get(token);
     if (!producer) {
       const a = await this.attemptFor(this.db, token, false);
       if (!this.isRunning(a)) throw stale(`attempt ${a.attempt} of task ${a.task_id} is not the running attempt; its events are refused`);
       producer = await this.producer(this.db, a);
       if (this.producers.size >= 10_000) this.producers.clear();
-      this.producers.set(key, producer);
+      this.producers.set(token, producer);
     }
-    const tokens = serve && this.meter.inProcess ? claimTokens(serve.max) : [];
-    const claim = tokens.length ? { hashes: tokens.map(hashToken), node: serve!.node ?? null } : null;
-    const { fresh, current, metered, full, claimed } = await ingestEvents<PayloadRow & { n: number }>(this.db, producer, events, !this.meter.inProcess, hash, this.meterWith(), claim);
+    const fresh = serve && this.meter.inProcess ? attemptSecrets(serve.max) : undefined;
+    const claim = fresh ? { hashes: fresh.hashes, node: serve!.node ?? null } : null;
+    const { fresh: accepted, current, metered, full, claimed } = await ingestEvents<PayloadRow & { n: number }>(this.db, producer, events, !this.meter.inProcess, hash, this.meterWith(), claim);
     if (!current) {
-      this.producers.delete(key);
+      this.producers.delete(token);
       throw stale(`attempt ${producer.attempt} of task ${producer.taskId} is not the running attempt; its events are refused`);
     }
-    const served = await this.claimed(claimed, tokens);
+    const served = await this.claimed(claimed, fresh?.secrets ?? []);
     this.meter.metered(metered, served.length);
     this.meter.wake(full);
-    return { accepted: fresh, duplicates: events.length - fresh, served };
+    return { accepted, duplicates: events.length - accepted, served };
   }
 
   /**
@@ -321,7 +316,7 @@ export class AttemptsService {
    * it is a single statement.
    */
   async complete(token: string, outcome: Outcome, finalEvents: EmittedEvent[], error?: string): Promise<{ status: string; accepted: number }> {
-    if (!token.startsWith(ATTEMPT_TOKEN_PREFIX)) throw unauthorized('an attempt token (tra_...) is required on this endpoint');
+    attemptKey(token);
     if (outcome !== 'succeeded' || finalEvents.length === 0) {
       const { results: [result], metered } = await this.finish(this.db, [{ token, outcome, error }]);
       this.meter.metered(metered);
@@ -334,7 +329,7 @@ export class AttemptsService {
       // The consumers of the final events are metered by the loop once this commits: metering
       // them here too would take a second job lock in this transaction, in no fixed order.
       const ingested = await ingestEvents(tx, await this.producer(tx, a), finalEvents, !this.meter.inProcess);
-      this.producers.delete(hashToken(token).toString('hex'));
+      this.producers.delete(token);
       const finished = await this.finish(tx, [{ token, outcome, error }]);
       const [done] = finished.results;
       if (done instanceof TraceError) throw done;
@@ -355,6 +350,7 @@ export class AttemptsService {
     const plain: number[] = [];
     for (const [i, c] of items.entries()) {
       if (!c.token.startsWith(ATTEMPT_TOKEN_PREFIX)) results[i] = { error: unauthorized('an attempt token (tra_...) is required for each completion') };
+      else if (!parseAttemptToken(c.token)) results[i] = { error: unauthorized('attempt token is unknown') };
       else if (c.outcome !== 'succeeded' || c.events.length === 0) plain.push(i);
     }
     const { results: finished, metered } = await this.finish(this.db, plain.map((i) => items[i]!));
@@ -446,17 +442,26 @@ export class AttemptsService {
    */
   private async finish(db: Queryable, items: Pick<Completion, 'token' | 'outcome' | 'error'>[]): Promise<{ results: ({ status: string } | TraceError)[]; metered: MeteredRow[] }> {
     if (items.length === 0) return { results: [], metered: [] };
-    const hashes = items.map((c) => hashToken(c.token));
-    for (const h of hashes) this.producers.delete(h.toString('hex')); // a completed attempt posts no more events
+    const keys = items.map((c) => parseAttemptToken(c.token));
+    for (const c of items) this.producers.delete(c.token); // a completed attempt posts no more events
+    const known = items.flatMap((c, i) => (keys[i] ? [{ ...c, key: keys[i] }] : []));
     const rows = await prepared<{ token_hash: Buffer; task_id: string; attempt: number; task_attempt: number; task_status: string; prior_outcome: string | null; new_status: string | null; metered: MeteredRow[] }>(
       db,
       'trace_task_finish',
       TASK_FINISH_SQL,
-      [hashes, items.map((c) => c.outcome), items.map((c) => c.error ?? null), !this.meter.inProcess, this.meterWith()],
+      [
+        known.map((c) => c.key.hash),
+        known.map((c) => c.outcome),
+        known.map((c) => c.error ?? null),
+        !this.meter.inProcess,
+        this.meterWith(),
+        known.map((c) => c.key.taskId),
+        known.map((c) => c.key.attempt),
+      ],
     );
     const byHash = new Map(rows.map((r) => [r.token_hash.toString('hex'), r]));
-    const results = hashes.map((h) => {
-      const row = byHash.get(h.toString('hex'));
+    const results = keys.map((k) => {
+      const row = k && byHash.get(k.hash.toString('hex'));
       if (!row) return unauthorized('attempt token is unknown');
       if (row.new_status) return { status: row.new_status };
       if (row.task_attempt !== row.attempt) return stale(`attempt ${row.attempt} of task ${row.task_id} was superseded by attempt ${row.task_attempt}`);
@@ -478,8 +483,8 @@ export class AttemptsService {
   }
 
   private async attemptFor(db: Queryable, token: string, lock = true): Promise<AttemptRow> {
-    if (!token.startsWith(ATTEMPT_TOKEN_PREFIX)) throw unauthorized('an attempt token (tra_...) is required on this endpoint');
-    const [row] = await prepared<AttemptRow>(db, lock ? 'trace_attempt_locked' : 'trace_attempt', attemptSql(lock), [hashToken(token)]);
+    const key = attemptKey(token);
+    const [row] = await prepared<AttemptRow>(db, lock ? 'trace_attempt_locked' : 'trace_attempt', attemptSql(lock), [key.taskId, key.attempt, key.hash]);
     if (!row) throw unauthorized('attempt token is unknown');
     return row;
   }

@@ -24,7 +24,7 @@ export interface Producer {
  * trace_tasks. With `meterWith` (the transport; a caller in a metering process) it also starts
  * those jobs' tasks itself (`metered`, for MeterSignal.metered once committed).
  *
- * With `gate` (an attempt token's hash), the statement itself is the attempt gate: it locks the
+ * With `gate` (the hash of the producer attempt's token secret), the statement itself is the attempt gate: it locks the
  * task and stores nothing unless the token's attempt is the running task's current, unfinished
  * attempt — then `current` is false and the caller refuses the call as stale.
  */
@@ -93,14 +93,15 @@ export interface InStatementClaim {
  * nothing of, for the metering loop to look at again once committed). With $9 > 0 it then claims up to
  * $9 claimable attempts for a waiting wrapper (trace_claim, with token hashes $10 and wrapper node
  * $11), so the attempt it started reaches that wrapper without another statement (`claimed`).
- * With $7 (an attempt token's hash)
+ * With $7 (the hash of the secret of the token of attempt $4 of task $3)
  * nothing is stored unless that attempt is its running task's current, unfinished one (the task
  * row locked, so a completion or a newer attempt cannot slip in between). The probes are LATERAL
  * so the cached generic plan stays index lookups (test/e2e/hot-plans).
  */
 export const EVENT_INGEST_SQL = `WITH g AS (
     SELECT t.id FROM task_attempts a JOIN tasks t ON t.id = a.task_id
-     WHERE $7::bytea IS NOT NULL AND a.token_hash = $7 AND a.finished_at IS NULL AND t.attempt = a.attempt AND t.status = 'running'
+     WHERE $7::bytea IS NOT NULL AND a.task_id = $3 AND a.attempt = $4 AND a.token_hash = $7
+       AND a.finished_at IS NULL AND t.attempt = a.attempt AND t.status = 'running'
        FOR UPDATE OF t
   ), x AS (
     SELECT * FROM jsonb_to_recordset($1::jsonb)
