@@ -8,7 +8,6 @@ import { TraceConfig } from '../../config';
 import { MeterSignal, type MeteredRow } from './meter-signal';
 import { outputKeys, SpecCache } from './spec-cache';
 import type { EmittedEvent, EventRef, OutputRef, TaskPayload } from './task-payload';
-
 import { ATTEMPT_TOKEN_PREFIX, attemptSecrets, attemptToken, parseAttemptToken, type AttemptKey } from './attempt-token';
 
 export { ATTEMPT_TOKEN_PREFIX } from './attempt-token';
@@ -81,8 +80,8 @@ export const PAYLOAD_READ_SQL = `SELECT ${PAYLOAD_COLUMNS}
   WHERE t.id = ANY ($1::uuid[])`;
 
 /**
- * Local transport: claim, bind and fetch up to $1 started attempts ($2: token hashes, $3: wrapper
- * node). trace_claim (migration 1764170000000-ClaimInStatement) reads the same payload columns as
+ * Local transport: claim, bind and fetch up to $1 started attempts ($2: the hashes of their
+ * tokens' secrets, $3: wrapper node). trace_claim (migration 1764170000000-ClaimInStatement) reads the same payload columns as
  * PAYLOAD_COLUMNS; the events statement calls it too, to answer a waiting claim. Its rows come
  * back as one JSON array, as in the events statement: one value to parse instead of sixteen
  * columns of every row.
@@ -94,7 +93,7 @@ export const PAYLOAD_READ_SQL = `SELECT ${PAYLOAD_COLUMNS}
 export const TASK_CLAIM_SQL = `SELECT (SELECT coalesce(json_agg(c ORDER BY c.n), '[]') FROM trace_claim($1, $2, $3) c) AS claimed,
                                       set_config('synchronous_commit', 'off', true) AS commit_mode`;
 
-/** Bind the current attempts of the tasks $1 with token hashes $2 for wrapper node $3; read their payloads. */
+/** Bind the current attempts of the tasks $1 with their tokens' secret hashes $2 for wrapper node $3; read their payloads. */
 export const TASK_FETCH_SQL = `WITH x AS (SELECT * FROM unnest($1::uuid[], $2::bytea[]) AS x(task_id, token_hash)),
         t AS (SELECT t.* FROM x CROSS JOIN LATERAL (SELECT * FROM tasks WHERE id = x.task_id FOR UPDATE) t),
         b AS (UPDATE task_attempts a SET token_hash = x.token_hash, wrapper_node = $3
@@ -180,10 +179,10 @@ export const attemptSql = (lock: boolean) => `
 
 const stale = (message: string) => new TraceError(HttpStatus.CONFLICT, 'stale_attempt', message);
 
-/** The attempt a token names; 401 when it is not an attempt token (`required`: the message for one without the prefix). */
-const attemptKey = (token: string, required = 'an attempt token (tra_...) is required on this endpoint'): AttemptKey => {
+/** The attempt a token names; 401 when it is not an attempt token, or not one of this form. */
+const attemptKey = (token: string): AttemptKey => {
   const key = parseAttemptToken(token);
-  if (!key) throw unauthorized(token.startsWith(ATTEMPT_TOKEN_PREFIX) ? 'attempt token is unknown' : required);
+  if (!key) throw unauthorized(token.startsWith(ATTEMPT_TOKEN_PREFIX) ? 'attempt token is unknown' : 'an attempt token (tra_...) is required on this endpoint');
   return key;
 };
 
