@@ -142,10 +142,8 @@ export const TASK_FINISH_SQL = `WITH x AS (
    ), m AS (
      -- With $5 (the transport), start the jobs' next tasks here: trace_meter_jobs runs after \`t\`
      -- (its argument reads t's rows), so its count of running tasks sees these ones finished;
-     -- from each job's queue head (p_from_head), and only a job no other transaction is metering
-     -- (p_wait false): this transaction holds the job's lock until its commit, WAL flush included,
-     -- so a completion queueing behind another one's lock made a job's metering one flush at a
-     -- time. A job left so is metered by the loop, which commits its starts asynchronously.
+     -- from each job's queue head (p_from_head). It waits for the job's lock (p_wait): leaving a
+     -- locked job to the loop shortened completions but did not raise throughput (ADR 0012).
      SELECT * FROM trace_meter_jobs(
        (SELECT coalesce(jsonb_agg(jsonb_build_object('dag_id', j.dag_id, 'job_name', j.job_name)), '[]')
           FROM (SELECT DISTINCT d.dag_id, d.job_name FROM t JOIN d ON d.task_id = t.id) j
@@ -160,7 +158,7 @@ export const TASK_FINISH_SQL = `WITH x AS (
          WHERE (SELECT true FROM tasks q WHERE q.dag_id = j.dag_id AND q.job_name = j.job_name AND q.status = 'queued'
                    AND (q.created_at, q.id) > (coalesce(h.created_at, '-infinity'), coalesce(h.task_id, '00000000-0000-0000-0000-000000000000'))
                  ORDER BY q.created_at, q.id LIMIT 1)),
-       $5::text, false, true)
+       $5::text, true, true)
       WHERE $5::text IS NOT NULL
    )
    SELECT a.token_hash, a.task_id, a.attempt, a.task_attempt, a.task_status, a.prior_outcome, a.dag_id, a.job_name,
