@@ -1,7 +1,7 @@
 import { Agent as HttpAgent, request as httpRequest } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import type { Outcome } from '../dispatcher/core/attempts.service';
-import type { EmittedEvent, TaskPayload } from '../dispatcher/core/task-payload';
+import { type EmittedEvent, INTERNAL_BATCH_MAX, type TaskPayload } from '../dispatcher/core/task-payload';
 
 export class DispatcherCallError extends Error {
   constructor(
@@ -27,22 +27,36 @@ interface ItemResult {
 /**
  * Collects the calls made in one turn of the event loop and sends them together (like a job
  * queue's batched completion with no delay): a wrapper that received several messages fetches
- * them in one request, and operators that finish together complete in one.
+ * them in one request, and operators that finish together complete in one. A request carries at
+ * most INTERNAL_BATCH_MAX items; the rest go in the next.
+ *
+ * With `serial`, one request is in flight at a time, and the calls made while it is go together
+ * in the next, as soon as it is answered. Completions are sent so: on a backlog, a wrapper's
+ * completions then come in batches of several claims' worth instead of one request per claim,
+ * and they no longer queue behind each other for their job's metering lock in the dispatcher
+ * (docs/benchmarks.md, "Dispatch").
  */
 class MicroBatch<I, T> {
   private queue: Pending<I, T>[] = [];
+  private sending = false;
 
-  constructor(private readonly send: (items: I[]) => Promise<(T | Error)[]>) {}
+  constructor(
+    private readonly send: (items: I[]) => Promise<(T | Error)[]>,
+    private readonly serial = false,
+  ) {}
 
   add(item: I): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      if (this.queue.push({ item, resolve, reject }) === 1) setImmediate(() => void this.flush());
+      if (this.queue.push({ item, resolve, reject }) === 1 && !(this.serial && this.sending)) setImmediate(() => void this.flush());
     });
   }
 
   private async flush(): Promise<void> {
-    const batch = this.queue;
-    this.queue = [];
+    if (this.queue.length === 0 || (this.serial && this.sending)) return;
+    const batch = this.queue.splice(0, INTERNAL_BATCH_MAX);
+    // What does not fit goes in its own request: now, or after this one when serial.
+    if (this.queue.length && !this.serial) setImmediate(() => void this.flush());
+    this.sending = true;
     try {
       const results = await this.send(batch.map((p) => p.item));
       batch.forEach((p, i) => {
@@ -52,6 +66,9 @@ class MicroBatch<I, T> {
       });
     } catch (err) {
       for (const p of batch) p.reject(err as Error);
+    } finally {
+      this.sending = false;
+      if (this.serial && this.queue.length) setImmediate(() => void this.flush());
     }
   }
 }
@@ -74,7 +91,7 @@ export class DispatcherClient {
     const body = { completions: items.map((c) => ({ attempt_token: c.token, status: c.status, ...(c.error ? { error: c.error } : {}) })) };
     const { results } = await this.call<{ results: ({ status: string } & ItemResult)[] }>('POST', '/internal/task-complete-batch', this.platformCredential, body);
     return results.map((r) => (r.error ? itemError(r) : r));
-  });
+  }, true);
 
   private readonly url: URL;
   /** Kept-alive connections to the dispatcher: the task path makes many small calls. */
@@ -111,7 +128,10 @@ export class DispatcherClient {
     return this.call('POST', '/internal/events', token, { events });
   }
 
-  /** Completions without final events made in the same turn go in one request; with events, each goes alone. */
+  /**
+   * Completions without final events go in batches, one request in flight at a time: those made
+   * while one is in flight go together in the next. With events, each goes alone.
+   */
   complete(token: string, status: Outcome, events: EmittedEvent[], error?: string): Promise<{ status: string }> {
     if (events.length === 0) return this.completions.add({ token, status, error });
     return this.call('POST', '/internal/task-complete', token, { status, events, ...(error ? { error } : {}) });

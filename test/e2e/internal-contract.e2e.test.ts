@@ -409,6 +409,41 @@ describe('task-claim (the local transport)', () => {
     }
   });
 
+  it('a wrapper has one completion request in flight; completions made meanwhile go together in the next, at most 100 a request', async () => {
+    expect((await postYaml(url, '/v1/dags', TOKEN, DAG('1h', 3, 'serially'))).status).toBe(201);
+    const ids = [await trigger('serially'), await trigger('serially'), await trigger('serially')];
+    for (const id of ids) await started(id);
+    const tokens = new Map<string, string>();
+    await waitFor(async () => {
+      for (const t of (await call(url, 'POST', '/internal/task-claim', { token: platform, body: { max: 10 } })).body.tasks) tokens.set(t.task_id, t.attempt_token);
+      return ids.every((id) => tokens.has(id)) || undefined;
+    }, 'the three runs to be claimed');
+    const client = new DispatcherClient(url, platform, '');
+    const db = await connect(databaseUrl);
+    try {
+      // The first completion is held up in the dispatcher: the test locks its task's row.
+      await db.query('BEGIN');
+      await db.query(`SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE`, [ids[0]]);
+      const first = client.complete(tokens.get(ids[0]!)!, 'succeeded', []);
+      await new Promise((r) => setTimeout(r, 200));
+      const rest = [client.complete(tokens.get(ids[1]!)!, 'succeeded', []), client.complete(tokens.get(ids[2]!)!, 'succeeded', [])];
+      await new Promise((r) => setTimeout(r, 300));
+      // Not sent while the first is in flight.
+      const status = async () => (await db.query(`SELECT id, status FROM tasks WHERE id = ANY ($1) ORDER BY id`, [ids])).rows.map((r) => r.status);
+      expect(await status()).toEqual(['running', 'running', 'running']);
+      await db.query('COMMIT');
+      expect((await Promise.all([first, ...rest])).map((r) => r.status)).toEqual(['succeeded', 'succeeded', 'succeeded']);
+      expect(await status()).toEqual(['succeeded', 'succeeded', 'succeeded']);
+      // 101 completions made together: two requests (a batch above 100 would be refused whole);
+      // each unknown token gets its own answer.
+      const unknown = Array.from({ length: 101 }, () => client.complete(attemptToken(randomUUID(), 1, randomBytes(32)), 'succeeded', []).catch((err: Error) => err.message));
+      expect(new Set(await Promise.all(unknown))).toEqual(new Set(['attempt token is unknown']));
+    } finally {
+      client.close();
+      await db.end();
+    }
+  });
+
   it('with wait_ms is a long poll: answered as soon as an attempt starts, empty when the wait is over', async () => {
     const claim = (body: object) => call(url, 'POST', '/internal/task-claim', { token: platform, body });
 

@@ -1,3 +1,6 @@
+/** Items per batch call of /internal/* (task-fetch-batch, task-complete-batch): enough to amortise a round trip, small enough to keep a transaction short. */
+export const INTERNAL_BATCH_MAX = 100;
+
 /**
  * What a wrapper gets from GET /internal/task-fetch, and what a Lambda is invoked with: the same
  * shape (ADR 0011). Everything the operator needs, nothing it must not have (no platform credentials).

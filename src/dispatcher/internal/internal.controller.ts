@@ -6,7 +6,7 @@ import { Public } from '../../common/auth';
 import { badRequest, type FieldViolation, TraceError } from '../../common/errors';
 import { ATTEMPT_TOKEN_PREFIX, AttemptsService, type Completion, type Outcome } from '../core/attempts.service';
 import { validateEmittedEvents } from '../core/event-validation';
-import type { EmittedEvent } from '../core/task-payload';
+import { type EmittedEvent, INTERNAL_BATCH_MAX } from '../core/task-payload';
 import { ClaimWaiters } from './claim-waiters';
 import { InternalAuthGuard, type InternalRequest, PlatformCredential } from './internal-auth.guard';
 
@@ -26,8 +26,7 @@ export class OperatorStateBody {
   state!: unknown;
 }
 
-/** Per batch call: enough to amortise a round trip, small enough to keep a transaction short. */
-export const INTERNAL_BATCH_MAX = 100;
+export { INTERNAL_BATCH_MAX };
 
 export class TaskFetchBatchBody {
   @Allow()
