@@ -26,8 +26,6 @@ export class OperatorStateBody {
   state!: unknown;
 }
 
-export { INTERNAL_BATCH_MAX };
-
 export class TaskFetchBatchBody {
   @Allow()
   task_ids!: unknown;
