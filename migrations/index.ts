@@ -10,6 +10,7 @@ import { ClaimInStatement1764170000000 } from './1764170000000-ClaimInStatement'
 import { MeterWithoutQueueing1764180000000 } from './1764180000000-MeterWithoutQueueing';
 import { QueueHeads1764190000000 } from './1764190000000-QueueHeads';
 import { AttemptTokensNameTheirAttempt1764200000000 } from './1764200000000-AttemptTokensNameTheirAttempt';
+import { WalFlush1764210000000 } from './1764210000000-WalFlush';
 
 /** Every migration, oldest first. Listed explicitly so src (tests) and dist (the binary) load the same set. */
-export const MIGRATIONS = [Identity1764090000000, DagsAndDatasets1764100000000, EventsAndTasks1764110000000, QueuedTaskOrder1764120000000, OperatorState1764130000000, QueryRuns1764140000000, LeanTaskPath1764150000000, MeterInStatement1764160000000, ClaimInStatement1764170000000, MeterWithoutQueueing1764180000000, QueueHeads1764190000000, AttemptTokensNameTheirAttempt1764200000000];
+export const MIGRATIONS = [Identity1764090000000, DagsAndDatasets1764100000000, EventsAndTasks1764110000000, QueuedTaskOrder1764120000000, OperatorState1764130000000, QueryRuns1764140000000, LeanTaskPath1764150000000, MeterInStatement1764160000000, ClaimInStatement1764170000000, MeterWithoutQueueing1764180000000, QueueHeads1764190000000, AttemptTokensNameTheirAttempt1764200000000, WalFlush1764210000000];

@@ -3,7 +3,7 @@ import { DataSource, EntityManager } from 'typeorm';
 import { prepared, sql, sqlOne, type Queryable } from '../../common/db';
 import { notFound, TraceError, unauthorized } from '../../common/errors';
 import { SecretCipher } from '../../common/keys/secret-cipher';
-import { ingestEvents, type Producer } from './event-ingest';
+import { ingestEvents, WAL_FLUSH_SQL, type Producer } from './event-ingest';
 import { TraceConfig } from '../../config';
 import { MeterSignal, type MeteredRow } from './meter-signal';
 import { outputKeys, SpecCache } from './spec-cache';
@@ -277,13 +277,15 @@ export class AttemptsService {
     return payloads;
   }
 
-  /** Mid-task events: accepted only from the current, unfinished attempt of a running task. */
   /**
-   * Mid-task events. With `serve` (a waiting claim: how many attempts it takes, for which wrapper
-   * node), the statement that stores them also claims attempts for it once it has started the
-   * new tasks (trace_claim), and their payloads come back in `served`.
+   * Mid-task events: accepted only from the current, unfinished attempt of a running task. With
+   * `serve` (a waiting claim: how many attempts it takes, for which wrapper node), the statement
+   * that stores them also claims attempts for it once it has started the new tasks (trace_claim),
+   * and their payloads come back in `served` as soon as the statement has committed — before its
+   * WAL is on disk (ADR 0019). The events are durable once `durable` resolves: only then may the
+   * producer be told they are accepted.
    */
-  async emit(token: string, events: EmittedEvent[], serve?: { max: number; node: string | undefined }): Promise<{ accepted: number; duplicates: number; served: TaskPayload[] }> {
+  async emit(token: string, events: EmittedEvent[], serve?: { max: number; node: string | undefined }): Promise<{ accepted: number; duplicates: number; served: TaskPayload[]; durable: Promise<void> }> {
     const { hash } = attemptKey(token);
     // Who the attempt produces for is fixed for its life: looked up once, then the call is one
     // statement that gates on the attempt (locking its task) and stores the events.
@@ -305,7 +307,9 @@ export class AttemptsService {
     const served = await this.claimed(claimed, fresh?.secrets ?? []);
     this.meter.metered(metered, served.length);
     this.meter.wake(full);
-    return { accepted, duplicates: events.length - accepted, served };
+    // With a claim the statement committed asynchronously (EVENT_INGEST_SQL): flushed here.
+    const durable = claim ? prepared(this.db, 'trace_wal_flush', WAL_FLUSH_SQL).then(() => undefined) : Promise.resolve();
+    return { accepted, duplicates: events.length - accepted, served, durable };
   }
 
   /**

@@ -92,7 +92,10 @@ export interface InStatementClaim {
  * those jobs in the same statement (`metered`: see trace_meter_jobs; `full`: the jobs it could start
  * nothing of, for the metering loop to look at again once committed). With $9 > 0 it then claims up to
  * $9 claimable attempts for a waiting wrapper (trace_claim, with token hashes $10 and wrapper node
- * $11), so the attempt it started reaches that wrapper without another statement (`claimed`).
+ * $11), so the attempt it started reaches that wrapper without another statement (`claimed`);
+ * then the transaction commits without waiting for its WAL to reach disk, so that the wrapper
+ * has the attempt one disk flush sooner, and the caller runs WAL_FLUSH_SQL before it tells the
+ * producer the events are accepted (ADR 0019).
  * With $7 (the hash of the secret of the token of attempt $4 of task $3)
  * nothing is stored unless that attempt is its running task's current, unfinished one (the task
  * row locked, so a completion or a newer attempt cannot slip in between). The probes are LATERAL
@@ -156,5 +159,14 @@ export const EVENT_INGEST_SQL = `WITH g AS (
          (SELECT coalesce(json_agg(json_build_object('dag_id', j.dag_id, 'job_name', j.job_name)), '[]') FROM jobs j
            WHERE $8::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM m WHERE m.dag_id = j.dag_id AND m.job_name = j.job_name)) AS full,
          (SELECT coalesce(json_agg(k ORDER BY k.n), '[]') FROM k) AS claimed,
-         (SELECT count(*) FROM n) AS notified`;
+         (SELECT count(*) FROM n) AS notified,
+         set_config('synchronous_commit', CASE WHEN $9::int > 0 THEN 'off' ELSE current_setting('synchronous_commit') END, true) AS commit_mode`;
+
+/**
+ * Makes every commit before it durable: `setval` writes WAL and takes a transaction id, so its
+ * transaction commits synchronously and flushes the WAL up to its own commit record — past the
+ * asynchronous commit of an events statement that answered a claim (EVENT_INGEST_SQL). Run before
+ * the producer is told its events are accepted (ADR 0019; migration 1764210000000-WalFlush).
+ */
+export const WAL_FLUSH_SQL = `SELECT setval('trace_wal_flush', 1)`;
 

@@ -207,9 +207,11 @@ export class InternalController {
     // The statement that stores the events answers the longest-waiting claim, if there is one.
     const waiting = this.waiters.take();
     return this.attempts.emit(req.attemptToken!, events, waiting?.claim).then(
-      ({ served, ...answer }) => {
+      ({ served, durable, ...answer }) => {
+        // The worker gets its attempt at once; the producer hears its events are accepted only
+        // once they are on disk (ADR 0019).
         waiting?.answer(served);
-        return answer;
+        return durable.then(() => answer);
       },
       (err: unknown) => {
         waiting?.answer(undefined);
