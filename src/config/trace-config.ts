@@ -17,6 +17,7 @@ import { parse as parseEnvFile } from 'dotenv';
 import { readFileSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
 import { parseRoles, Role } from './roles';
+import { SANDBOX_ENV_KEYS, type SandboxConfig, sandboxConfigOf, SandboxEnv } from './sandbox-env';
 import { projectRoot } from './project-root';
 
 const emptyToUndefined = ({ value }: { value: unknown }): unknown =>
@@ -31,11 +32,22 @@ const toBool = ({ value }: { value: unknown }): unknown => {
   return value;
 };
 
+/** A size as DuckDB reads one: KB, MB, GB are powers of 1000; KiB, MiB, GiB of 1024. */
+const SIZE = /^\d+(\.\d+)?\s?(KB|MB|GB|KiB|MiB|GiB)$/;
+const SIZE_UNITS: Record<string, number> = { KB: 1e3, MB: 1e6, GB: 1e9, KiB: 2 ** 10, MiB: 2 ** 20, GiB: 2 ** 30 };
+
+/** The bytes of a size that matched {@link SIZE}. */
+export function sizeInBytes(size: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s?([KMG]i?B)$/.exec(size);
+  if (!m) throw new Error(`not a size: ${size}`);
+  return Math.floor(Number(m[1]) * SIZE_UNITS[m[2]!]!);
+}
+
 /**
  * The raw settings, named exactly like the environment variables that set them.
  * docs/configuration.md documents every one; config/default.env holds the defaults.
  */
-export class TraceEnv {
+export class TraceEnv extends SandboxEnv {
   @IsString()
   TRACE_ROLES!: string;
 
@@ -143,7 +155,7 @@ export class TraceEnv {
   @IsInt()
   TRACE_QUERY_MAX_ROWS!: number;
 
-  @Matches(/^\d+(\.\d+)?\s?(KB|MB|GB|KiB|MiB|GiB)$/, { message: 'TRACE_QUERY_MEMORY_LIMIT must be a size such as 512MB or 2GB' })
+  @Matches(SIZE, { message: 'TRACE_QUERY_MEMORY_LIMIT must be a size such as 512MB or 2GB' })
   TRACE_QUERY_MEMORY_LIMIT!: string;
 
   @Transform(toInt)
@@ -163,7 +175,7 @@ export class TraceEnv {
   @IsInt()
   TRACE_QUERY_BATCH_TIMEOUT_MS!: number;
 
-  @Matches(/^\d+(\.\d+)?\s?(KB|MB|GB|KiB|MiB|GiB)$/, { message: 'TRACE_QUERY_BATCH_MEMORY_LIMIT must be a size such as 512MB or 2GB' })
+  @Matches(SIZE, { message: 'TRACE_QUERY_BATCH_MEMORY_LIMIT must be a size such as 512MB or 2GB' })
   TRACE_QUERY_BATCH_MEMORY_LIMIT!: string;
 
   @Transform(toInt)
@@ -171,6 +183,21 @@ export class TraceEnv {
   @Max(1000)
   @IsInt()
   TRACE_QUERY_BATCH_MAX_CONCURRENT_PER_ORG!: number;
+
+  @Transform(toInt)
+  @Min(1)
+  @Max(256)
+  @IsInt()
+  TRACE_QUERY_WORKERS!: number;
+
+  @Transform(toInt)
+  @Min(1)
+  @Max(256)
+  @IsInt()
+  TRACE_QUERY_BATCH_WORKERS!: number;
+
+  @Matches(SIZE, { message: 'TRACE_QUERY_MAX_RESULT_SIZE must be a size such as 32MB' })
+  TRACE_QUERY_MAX_RESULT_SIZE!: string;
 
   @IsIn(['local', 's3'])
   TRACE_OBJECT_STORE!: 'local' | 's3';
@@ -193,11 +220,8 @@ export class TraceEnv {
   @IsIn(['local', 'aws'])
   TRACE_LAMBDA_INVOKER!: 'local' | 'aws';
 
-  @Matches(/^[A-Za-z0-9:_-]{1,140}$/, { message: 'TRACE_LAMBDA_FUNCTION must be a Lambda function name or ARN' })
+  @Matches(/^([A-Za-z0-9:_-]|\{org_id\}){1,140}$/, { message: 'TRACE_LAMBDA_FUNCTION must be a Lambda function name or ARN, optionally with {org_id} (one function per org)' })
   TRACE_LAMBDA_FUNCTION!: string;
-
-  @Matches(/^[a-z_][a-z0-9_-]{0,31}$/, { message: 'TRACE_SANDBOX_USER must be a valid OS user name' })
-  TRACE_SANDBOX_USER!: string;
 
   @IsIn(['error', 'warn', 'info', 'debug'])
   LOG_LEVEL!: LogLevel;
@@ -247,7 +271,8 @@ export class TraceConfig {
       readonly pollMs: number;
       readonly reaperIntervalMs: number;
       readonly wrapperConcurrency: number;
-      readonly sandboxUser: string;
+      /** How user code is confined and what it may write (ADR 0020). */
+      readonly sandbox: SandboxConfig;
       readonly lambda: { readonly invoker: 'local' | 'aws'; readonly functionName: string };
       /** Where user-code entry points are resolved; they may not leave it. */
       readonly codeRoot: string;
@@ -255,10 +280,16 @@ export class TraceConfig {
     readonly query: {
       readonly timeoutMs: number;
       readonly maxRows: number;
+      /** As configured (DuckDB's `memory_limit` takes it as it is), and in bytes (the worker's OS ceiling is computed from it). */
       readonly memoryLimit: string;
+      readonly memoryLimitBytes: number;
       readonly threads: number;
       readonly maxConcurrentPerOrg: number;
-      readonly batch: { readonly timeoutMs: number; readonly memoryLimit: string; readonly maxConcurrentPerOrg: number };
+      /** Interactive queries this process runs at once, each in a worker process of its own. */
+      readonly workers: number;
+      readonly maxResultSize: string;
+      readonly maxResultBytes: number;
+      readonly batch: { readonly timeoutMs: number; readonly memoryLimit: string; readonly memoryLimitBytes: number; readonly maxConcurrentPerOrg: number; readonly workers: number };
     },
     readonly storage: {
       readonly kind: 'local' | 's3';
@@ -353,7 +384,7 @@ export function loadTraceConfig(overrides: { roles?: string } = {}, env: NodeJS.
       pollMs: raw.TRACE_DISPATCH_POLL_MS,
       reaperIntervalMs: raw.TRACE_REAPER_INTERVAL_MS,
       wrapperConcurrency: raw.TRACE_WRAPPER_CONCURRENCY,
-      sandboxUser: raw.TRACE_SANDBOX_USER,
+      sandbox: sandboxConfigOf(raw),
       lambda: { invoker: raw.TRACE_LAMBDA_INVOKER, functionName: raw.TRACE_LAMBDA_FUNCTION },
       codeRoot: resolve(raw.TRACE_CODE_ROOT),
     },
@@ -361,9 +392,19 @@ export function loadTraceConfig(overrides: { roles?: string } = {}, env: NodeJS.
       timeoutMs: raw.TRACE_QUERY_TIMEOUT_MS,
       maxRows: raw.TRACE_QUERY_MAX_ROWS,
       memoryLimit: raw.TRACE_QUERY_MEMORY_LIMIT,
+      memoryLimitBytes: sizeInBytes(raw.TRACE_QUERY_MEMORY_LIMIT),
       threads: raw.TRACE_QUERY_THREADS,
       maxConcurrentPerOrg: raw.TRACE_QUERY_MAX_CONCURRENT_PER_ORG,
-      batch: { timeoutMs: raw.TRACE_QUERY_BATCH_TIMEOUT_MS, memoryLimit: raw.TRACE_QUERY_BATCH_MEMORY_LIMIT, maxConcurrentPerOrg: raw.TRACE_QUERY_BATCH_MAX_CONCURRENT_PER_ORG },
+      workers: raw.TRACE_QUERY_WORKERS,
+      maxResultSize: raw.TRACE_QUERY_MAX_RESULT_SIZE,
+      maxResultBytes: sizeInBytes(raw.TRACE_QUERY_MAX_RESULT_SIZE),
+      batch: {
+        timeoutMs: raw.TRACE_QUERY_BATCH_TIMEOUT_MS,
+        memoryLimit: raw.TRACE_QUERY_BATCH_MEMORY_LIMIT,
+        memoryLimitBytes: sizeInBytes(raw.TRACE_QUERY_BATCH_MEMORY_LIMIT),
+        maxConcurrentPerOrg: raw.TRACE_QUERY_BATCH_MAX_CONCURRENT_PER_ORG,
+        workers: raw.TRACE_QUERY_BATCH_WORKERS,
+      },
     },
     {
       kind: raw.TRACE_OBJECT_STORE,
@@ -381,8 +422,16 @@ export function loadTraceConfig(overrides: { roles?: string } = {}, env: NodeJS.
 }
 
 /** What the wrapper's Lambda handler needs, read from the function's environment (set by the platform). */
-export function loadLambdaWrapperConfig(env: NodeJS.ProcessEnv = process.env): { dispatcherUrl: string; codeRoot: string; sandboxUser: string } {
+export function loadLambdaWrapperConfig(env: NodeJS.ProcessEnv = process.env): { dispatcherUrl: string; codeRoot: string; sandbox: SandboxConfig; hiddenPaths: string[] } {
   const dispatcherUrl = env.TRACE_DISPATCHER_URL;
   if (!dispatcherUrl || !/^https?:\/\/\S+$/.test(dispatcherUrl)) throw new ConfigValidationError(['TRACE_DISPATCHER_URL: is required by the Lambda handler and must be an http(s) URL']);
-  return { dispatcherUrl: dispatcherUrl.replace(/\/$/, ''), codeRoot: resolve(env.TRACE_CODE_ROOT ?? '.'), sandboxUser: env.TRACE_SANDBOX_USER ?? 'nobody' };
+  const defaults = parseEnvFile(readFileSync(join(projectRoot(), 'config', 'default.env')));
+  const merged: Record<string, string | undefined> = {};
+  for (const key of SANDBOX_ENV_KEYS) merged[key] = env[key] ?? defaults[key];
+  const raw = plainToInstance(SandboxEnv, merged);
+  const violations = flatten(validateSync(raw, { forbidUnknownValues: true, stopAtFirstError: true }));
+  if (violations.length > 0) throw new ConfigValidationError(violations);
+  // The local invoker runs the handler beside the platform: it names the directories user code must not see.
+  const hiddenPaths = (env.TRACE_SANDBOX_HIDDEN_PATHS ?? '').split(':').filter((p) => isAbsolute(p));
+  return { dispatcherUrl: dispatcherUrl.replace(/\/$/, ''), codeRoot: resolve(env.TRACE_CODE_ROOT ?? '.'), sandbox: sandboxConfigOf(raw), hiddenPaths };
 }

@@ -1,6 +1,6 @@
 import { Module } from '@nestjs/common';
 import { JsonLogger } from '../common/logging/json-logger';
-import { TraceConfig } from '../config';
+import { sandboxEnvOf, TraceConfig } from '../config';
 import { SelfUrl } from '../common/http/self-url';
 import { LAMBDA_INVOKER, LambdaDispatch } from './lambda/lambda-dispatch.service';
 import { AwsLambdaInvoker, LocalLambdaInvoker } from './lambda/lambda-invoker';
@@ -28,7 +28,15 @@ import { TransportModule } from './transport/transport.module';
       useFactory: (config: TraceConfig, logger: JsonLogger, self: SelfUrl) =>
         config.dispatch.lambda.invoker === 'aws'
           ? new AwsLambdaInvoker(config.dispatch.lambda.functionName, config.dispatch.aws.region, config.dispatch.aws.endpoint)
-          : new LocalLambdaInvoker({ dispatcherUrl: () => self.dispatcher()!, codeRoot: config.dispatch.codeRoot, sandboxUser: config.dispatch.sandboxUser }, logger),
+          : new LocalLambdaInvoker(
+              {
+                dispatcherUrl: () => self.dispatcher()!,
+                codeRoot: config.dispatch.codeRoot,
+                sandbox: sandboxEnvOf(config.dispatch.sandbox),
+                hiddenPaths: [config.dataDir, config.storage.dir, config.storage.scratchDir],
+              },
+              logger,
+            ),
     },
   ],
 })

@@ -25,6 +25,13 @@ export interface OperatorContext {
     read<T>(): Promise<{ state: T | null; version: number }>;
     write(expectedVersion: number, state: unknown): Promise<{ version: number }>;
   };
+  /**
+   * The dataset version locations this attempt may read besides its input event's own (the
+   * event's dataset and, through pass-through built-ins, the datasets its files come from), from
+   * the dispatcher's records. Asked only when an input key is not under `event.location`
+   * (src/operators/input-files.ts).
+   */
+  readableLocations(): Promise<string[]>;
   /** Aborted when the attempt is canceled or superseded: stop promptly. */
   readonly signal: AbortSignal;
   log(message: string, fields?: Record<string, unknown>): void;

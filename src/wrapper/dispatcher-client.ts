@@ -145,6 +145,11 @@ export class DispatcherClient {
     return this.call('PUT', '/internal/operator-state', token, { expected_version: expectedVersion, state });
   }
 
+  /** The dataset version locations the attempt may read its input event's files from. */
+  inputLocations(token: string): Promise<{ locations: string[] }> {
+    return this.call('GET', '/internal/input-locations', token);
+  }
+
   attempt(token: string): Promise<{ current: boolean; cancel_requested: boolean }> {
     return this.call('GET', '/internal/attempt', token);
   }

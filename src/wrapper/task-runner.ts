@@ -1,7 +1,6 @@
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import type { ObjectStore } from '../common/storage';
 import type { BuiltinOperator } from '../operators/operator';
 import type { PostgresDatasetWriter } from '../operators/tables/postgres-dataset-writer';
@@ -9,11 +8,83 @@ import type { EmittedEvent, TaskPayload } from '../dispatcher/core/task-payload'
 import type { JsonLogger } from '../common/logging/json-logger';
 import { DispatcherCallError, DispatcherClient } from './dispatcher-client';
 import { parseUserMessage, UserTask } from './runtimes/protocol';
-import { spawnSandboxed } from './sandbox';
+import type { Sandbox, SandboxedProcess } from './sandbox';
+
+/** What user code may write (ADR 0020): each cap, when passed, fails the task naming it. */
+export interface OutputCaps {
+  /** The longest stdout line (one protocol message). */
+  maxLineBytes: number;
+  /** All of stdout over the task. */
+  maxStdoutBytes: number;
+  /** All of stderr over the task (only its tail is kept). */
+  maxStderrBytes: number;
+}
+
+const STDERR_TAIL_CHARS = 8192;
+
+/**
+ * Splits a byte stream into lines without ever holding more than one line of at most `maxLine`
+ * bytes: a longer line, or more than `maxTotal` bytes in all, ends the stream with `onOverflow`.
+ */
+export class BoundedLines {
+  private parts: Buffer[] = [];
+  private held = 0;
+  private total = 0;
+  private stopped = false;
+
+  constructor(
+    private readonly maxLine: number,
+    private readonly maxTotal: number,
+    private readonly onLine: (line: string) => void,
+    private readonly onOverflow: (reason: string) => void,
+  ) {}
+
+  push(chunk: Buffer): void {
+    if (this.stopped) return;
+    this.total += chunk.length;
+    if (this.total > this.maxTotal) return this.stop(`user code wrote more than ${this.maxTotal} bytes to stdout (TRACE_USER_OUTPUT_MAX_STDOUT_BYTES)`);
+    let from = 0;
+    for (let nl = chunk.indexOf(10, from); nl !== -1 && !this.stopped; nl = chunk.indexOf(10, from)) {
+      if (this.held + nl - from > this.maxLine) return this.stop(this.tooLong());
+      this.parts.push(chunk.subarray(from, nl));
+      const line = Buffer.concat(this.parts).toString('utf8');
+      this.parts = [];
+      this.held = 0;
+      from = nl + 1;
+      if (line.trim()) this.onLine(line);
+    }
+    if (this.stopped || from >= chunk.length) return;
+    this.held += chunk.length - from;
+    if (this.held > this.maxLine) return this.stop(this.tooLong());
+    // A copy: the rest of a large chunk must not keep the whole chunk alive.
+    this.parts.push(Buffer.from(chunk.subarray(from)));
+  }
+
+  end(): void {
+    if (this.stopped || this.held === 0) return;
+    const line = Buffer.concat(this.parts).toString('utf8');
+    this.parts = [];
+    this.held = 0;
+    if (line.trim()) this.onLine(line);
+  }
+
+  private tooLong(): string {
+    return `user code wrote a stdout line longer than ${this.maxLine} bytes (TRACE_USER_OUTPUT_MAX_LINE_BYTES); one protocol message per line`;
+  }
+
+  private stop(reason: string): void {
+    this.stopped = true;
+    this.parts = [];
+    this.held = 0;
+    this.onOverflow(reason);
+  }
+}
 
 export interface RunnerOptions {
   codeRoot: string;
-  sandboxUser: string;
+  /** Starts user code confined (src/wrapper/sandbox.ts). */
+  sandbox: Sandbox;
+  output: OutputCaps;
   /** How often a running attempt asks whether it is still current and not canceled. */
   statusPollMs: number;
   /** Events are relayed in batches of this many, or after flushMs, whichever comes first (the rest with completion). */
@@ -32,6 +103,9 @@ export interface RunnerOptions {
  * attempt token; the operator process never sees it.
  */
 export class TaskRunner {
+  /** The one org whose code an unsandboxed wrapper runs (TRACE_SANDBOX=none). */
+  private tenant?: string;
+
   constructor(
     private readonly client: DispatcherClient,
     private readonly options: RunnerOptions,
@@ -46,11 +120,15 @@ export class TaskRunner {
   async run(payload: TaskPayload): Promise<{ completed: Promise<void> }> {
     const token = payload.attempt_token;
     const log = { task_id: payload.task_id, attempt: payload.attempt, job: payload.job.name };
-    const complete = (outcome: 'succeeded' | 'failed' | 'canceled', events: EmittedEvent[], error: string | undefined, message: string) =>
+    const complete = (outcome: 'succeeded' | 'failed' | 'canceled', events: EmittedEvent[], error: string | undefined, message: string): Promise<void> =>
       this.client.complete(token, outcome, events, error).then(
         () => this.logger.event(outcome === 'succeeded' ? 'info' : 'warn', 'Wrapper', message, { ...log, error }),
-        // A stale attempt's completion is refused by design; anything else is worth a warning.
-        (err: Error) => this.logger.event(err instanceof DispatcherCallError && err.code === 'stale_attempt' ? 'info' : 'warn', 'Wrapper', 'completion not accepted', { ...log, error: err.message }),
+        (err: Error) => {
+          // Events the operator produced were refused with the completion: the task fails with the reason, not at its deadline.
+          if (err instanceof DispatcherCallError && err.status === 400 && events.length > 0) return complete('failed', [], `events were refused: ${err.message}`.slice(0, 3500), 'task failed');
+          // A stale attempt's completion is refused by design; anything else is worth a warning.
+          this.logger.event(err instanceof DispatcherCallError && err.code === 'stale_attempt' ? 'info' : 'warn', 'Wrapper', 'completion not accepted', { ...log, error: err.message });
+        },
       );
     if (payload.status === 'Canceled') return { completed: complete('canceled', [], undefined, 'task canceled before it ran') };
     const result = payload.job.operator === 'user' ? await this.runUserCode(payload, token) : await this.runBuiltin(payload, token);
@@ -82,8 +160,9 @@ export class TaskRunner {
       );
     }, this.options.statusPollMs);
     const scratchRoot = this.options.scratchDir ?? tmpdir();
-    await mkdir(scratchRoot, { recursive: true });
+    await mkdir(scratchRoot, { recursive: true, mode: 0o700 });
     const scratchDir = await mkdtemp(join(scratchRoot, `task-${payload.task_id}-${payload.attempt}-`));
+    let readable: Promise<string[]> | undefined;
     const log = (message: string, fields: Record<string, unknown> = {}) =>
       this.logger.event('info', `Operator:${payload.job.operator}`, message, { task_id: payload.task_id, attempt: payload.attempt, ...fields });
     try {
@@ -100,6 +179,8 @@ export class TaskRunner {
           read: <T>() => this.client.readState<T>(token),
           write: (expected, state) => this.client.writeState(token, expected, state),
         },
+        // Asked at most once per attempt: the answer does not change while it runs.
+        readableLocations: () => (readable ??= this.client.inputLocations(token).then((r) => r.locations)),
         signal: controller.signal,
         log,
       });
@@ -117,19 +198,29 @@ export class TaskRunner {
     payload: TaskPayload,
     token: string,
   ): Promise<{ outcome: 'succeeded' | 'failed' | 'canceled' | 'stopped'; pending: EmittedEvent[]; error?: string }> {
+    const sandbox = this.options.sandbox;
+    if (sandbox.mode === 'none') {
+      // Without namespaces nothing separates two orgs' code on this wrapper: it serves one org.
+      this.tenant ??= payload.org_id;
+      if (this.tenant !== payload.org_id) {
+        return { outcome: 'failed', pending: [], error: 'this wrapper runs user code without a sandbox (TRACE_SANDBOX=none) and already serves another org; give each org its own wrapper or run it with namespaces' };
+      }
+    }
     const env = { ...(payload.slot?.env ?? {}), ...(payload.slot?.secret_env ?? {}) };
-    let child;
+    const deadline = new Date(payload.deadline_at).getTime();
+    let proc: SandboxedProcess;
     try {
-      child = spawnSandboxed({
+      proc = await sandbox.spawn({
         language: payload.job.language as 'javascript',
         entryPoint: payload.job.entry_point ?? '',
         codeRoot: this.options.codeRoot,
         env,
-        sandboxUser: this.options.sandboxUser,
+        cpuSeconds: Math.max(1, (deadline - Date.now()) / 1000),
       });
     } catch (err) {
       return { outcome: 'failed', pending: [], error: (err as Error).message };
     }
+    const child = proc.child;
     const task: UserTask = {
       task_id: payload.task_id,
       attempt: payload.attempt,
@@ -139,24 +230,45 @@ export class TaskRunner {
       outputs: payload.outputs,
       idempotency: payload.idempotency,
     };
+    child.stdin!.on('error', () => undefined); // code that exits without reading its task
     child.stdin!.end(JSON.stringify({ type: 'task', task }) + '\n');
 
+    const caps = this.options.output;
     let pending: EmittedEvent[] = [];
     let done = false;
     let error: string | undefined;
     let stopReason: 'canceled' | 'stopped' | undefined;
     let relay: Promise<unknown> = Promise.resolve();
-    const stderr: string[] = [];
-    child.stderr!.on('data', (c: Buffer) => stderr.length < 50 && stderr.push(c.toString().slice(0, 2000)));
+    let inFlight = 0;
+    const fail = (message: string) => {
+      error ??= message;
+      child.stdout!.destroy();
+      child.kill('SIGKILL');
+    };
+
+    // stderr: counted against its cap, only its tail kept for the error message.
+    let stderrBytes = 0;
+    let stderrTail = '';
+    child.stderr!.on('data', (c: Buffer) => {
+      stderrBytes += c.length;
+      stderrTail = (stderrTail + c.toString()).slice(-STDERR_TAIL_CHARS);
+      if (stderrBytes > caps.maxStderrBytes) fail(`user code wrote more than ${caps.maxStderrBytes} bytes to stderr (TRACE_USER_OUTPUT_MAX_STDERR_BYTES)`);
+    });
 
     const flush = () => {
       if (pending.length === 0) return;
       const batch = pending;
       pending = [];
-      relay = relay.then(() => this.client.emit(token, batch)).catch((err: Error) => {
-        error ??= `events were refused: ${err.message}`;
-        child.kill('SIGKILL');
-      });
+      inFlight++;
+      // Backpressure: while two batches are on their way, the code's output is not read.
+      if (inFlight >= 2) child.stdout!.pause();
+      relay = relay
+        .then(() => this.client.emit(token, batch))
+        .catch((err: Error) => fail(`events were refused: ${err.message}`))
+        .finally(() => {
+          inFlight--;
+          if (inFlight < 2 && !child.stdout!.destroyed) child.stdout!.resume();
+        });
     };
 
     const flusher = setInterval(flush, this.options.flushMs);
@@ -171,9 +283,10 @@ export class TaskRunner {
         () => undefined,
       );
     }, this.options.statusPollMs);
+    // The wall clock: the attempt's deadline is the job's timeout_seconds.
+    const overtime = setTimeout(() => fail(`user code ran past its deadline (${payload.deadline_at}; the job's timeout_seconds)`), Math.max(0, deadline - Date.now()));
 
-    const lines = createInterface({ input: child.stdout! });
-    lines.on('line', (line) => {
+    const onLine = (line: string) => {
       const msg = parseUserMessage(line);
       switch (msg.type) {
         case 'event':
@@ -190,20 +303,28 @@ export class TaskRunner {
           error = msg.message;
           break;
         case 'invalid':
-          error ??= `user code broke the protocol: ${msg.reason}`;
-          child.kill('SIGKILL');
+          fail(`user code broke the protocol: ${msg.reason}`);
           break;
       }
-    });
+    };
+    const lines = new BoundedLines(caps.maxLineBytes, caps.maxStdoutBytes, onLine, (reason) => fail(reason));
+    child.stdout!.on('data', (c: Buffer) => lines.push(c));
+    child.stdout!.on('end', () => lines.end());
 
+    const drained = new Promise<void>((resolve) => child.stdout!.once('close', resolve));
     const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+    // What the code wrote just before it exited is still in the pipe; a stray process holding the
+    // pipe open gets a second, then goes with the sandbox.
+    await Promise.race([drained, new Promise((r) => setTimeout(r, 1000).unref())]);
     clearInterval(poll);
     clearInterval(flusher);
+    clearTimeout(overtime);
+    await proc.release();
     await relay;
     if (stopReason) return { outcome: stopReason, pending: [] };
     if (error) return { outcome: 'failed', pending: [], error };
     if (exit.code === 0 && done) return { outcome: 'succeeded', pending };
-    const tail = stderr.join('').trim().slice(-1000);
+    const tail = stderrTail.trim().slice(-1000);
     return { outcome: 'failed', pending: [], error: `user code exited with ${exit.signal ?? exit.code} before finishing${tail ? `: ${tail}` : ''}` };
   }
 }

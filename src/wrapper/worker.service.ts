@@ -10,6 +10,7 @@ import { PostgresDatasetWriter } from '../operators/tables/postgres-dataset-writ
 import { DataSource } from 'typeorm';
 import { TASK_TRANSPORT, type DispatchMessage, type TaskTransport } from '../dispatcher/transport/task-transport';
 import { DispatcherCallError, DispatcherClient } from './dispatcher-client';
+import { Sandbox, SANDBOX_LEASE_DIR } from './sandbox';
 import { TaskRunner } from './task-runner';
 
 const RECEIVE_LOOP = 'wrapper.receive';
@@ -53,7 +54,12 @@ export class WorkerService implements BeforeApplicationShutdown {
       this.client,
       {
         codeRoot: this.config.dispatch.codeRoot,
-        sandboxUser: this.config.dispatch.sandboxUser,
+        sandbox: new Sandbox({
+          ...this.config.dispatch.sandbox,
+          leaseDir: SANDBOX_LEASE_DIR,
+          hiddenPaths: [this.config.dataDir, this.config.storage.dir, this.config.storage.scratchDir],
+        }),
+        output: this.config.dispatch.sandbox.output,
         statusPollMs: 500,
         eventBatch: 100,
         flushMs: 250,

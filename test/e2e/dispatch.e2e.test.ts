@@ -87,7 +87,7 @@ jobs:
       expect(done.status).toBe('succeeded');
       const report = done.events[0].payload;
       expect(report.leaked).toEqual([]);
-      expect(report.env_keys).toEqual(['HOME', 'LANG', 'PATH']);
+      expect(report.env_keys).toEqual(['HOME', 'LANG', 'PATH', 'TMPDIR']);
       expect(report.internal).toMatch(/^unreachable/);
       if (process.getuid?.() === 0) expect(report.uid).not.toBe(0);
     }

@@ -70,7 +70,7 @@ jobs:
     expect(done.status).toBe('succeeded');
     const report = done.events[0].payload;
     expect(report.leaked).toEqual([]);
-    expect(report.env_keys).toEqual(['HOME', 'LANG', 'PATH']);
+    expect(report.env_keys).toEqual(['HOME', 'LANG', 'PATH', 'TMPDIR']);
     expect(report.internal).toMatch(/^unreachable/);
   });
 });

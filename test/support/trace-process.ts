@@ -27,6 +27,8 @@ export interface StartOptions {
   args?: string[];
   env?: Record<string, string | undefined>;
   timeoutMs?: number;
+  /** Runs the binary as this uid (and gid), for what differs when the platform is not root; the caller is root. */
+  asUser?: number;
 }
 
 /**
@@ -83,7 +85,9 @@ interface Run {
 }
 
 function runTrace(options: StartOptions): Run {
-  const child = spawn(process.execPath, [MAIN, ...(options.args ?? [])], {
+  const [command, prefix] =
+    options.asUser === undefined ? [process.execPath, []] : ['setpriv', [`--reuid=${options.asUser}`, `--regid=${options.asUser}`, '--clear-groups', '--', process.execPath]];
+  const child = spawn(command, [...prefix, MAIN, ...(options.args ?? [])], {
     // Each process gets its own data directory (dev token, key files) unless the test names one.
     env: { PATH: process.env.PATH, HOME: process.env.HOME, PORT: '0', HOST: '127.0.0.1', TRACE_HEARTBEAT_INTERVAL_MS: '500', TRACE_DATA_DIR: freshDataDir(), ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],

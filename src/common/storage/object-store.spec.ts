@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { assertKey, LocalObjectStore } from './object-store';
@@ -19,6 +19,18 @@ describe('LocalObjectStore', () => {
     expect(await store.list('org/o/dataset/other/')).toEqual([]);
     expect(await store.deletePrefix('org/o/dataset/d/version/v/')).toBe(2);
     expect(await store.list('org/o/')).toEqual([]);
+  });
+
+  it('keeps the store to the platform user: the root and new directories 0700, files 0600, an open root tightened', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'objects-'));
+    chmodSync(root, 0o755); // as an older install left it
+    const store = new LocalObjectStore(root);
+    expect(statSync(root).mode & 0o777).toBe(0o700);
+    const src = join(mkdtempSync(join(tmpdir(), 'src-')), 'f.parquet');
+    writeFileSync(src, 'one', { mode: 0o644 });
+    await store.putFile('org/o/dataset/d/version/v/0_999.parquet', src);
+    for (const dir of ['org', 'org/o', 'org/o/dataset/d', 'org/o/dataset/d/version/v']) expect(statSync(join(root, dir)).mode & 0o777).toBe(0o700);
+    expect(statSync(join(root, 'org/o/dataset/d/version/v/0_999.parquet')).mode & 0o777).toBe(0o600);
   });
 
   it('refuses keys that could leave the store', () => {

@@ -1,5 +1,5 @@
 import { DeleteObjectsCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
-import { createReadStream } from 'node:fs';
+import { chmodSync, createReadStream, mkdirSync } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
 
@@ -31,11 +31,19 @@ export function assertKey(key: string): void {
   }
 }
 
-/** A directory with the same key layout as the bucket. Writes go to a temporary name and are renamed into place. */
+/**
+ * A directory with the same key layout as the bucket. Writes go to a temporary name and are
+ * renamed into place. Only the platform's OS user may enter it: the root is 0700 (tightened at
+ * start-up if an older install left it open), new directories 0700 and files 0600, so user code
+ * running as another uid reads nothing of it (docs/standards/security_model.md).
+ */
 export class LocalObjectStore implements ObjectStore {
   readonly kind = 'local' as const;
 
-  constructor(readonly root: string) {}
+  constructor(readonly root: string) {
+    mkdirSync(root, { recursive: true, mode: 0o700 });
+    chmodSync(root, 0o700);
+  }
 
   private path(key: string): string {
     assertKey(key);
@@ -44,9 +52,9 @@ export class LocalObjectStore implements ObjectStore {
 
   async putFile(key: string, path: string): Promise<void> {
     const target = this.path(key);
-    await mkdir(dirname(target), { recursive: true });
+    await mkdir(dirname(target), { recursive: true, mode: 0o700 });
     const scratch = `${target}.${process.pid}.${Date.now()}.tmp`;
-    await writeFile(scratch, await readFile(path));
+    await writeFile(scratch, await readFile(path), { mode: 0o600 });
     await rename(scratch, target);
   }
 

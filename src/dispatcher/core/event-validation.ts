@@ -37,13 +37,19 @@ export function validateEmittedEvents(raw: unknown, path = 'events'): { events: 
     }
     for (const k of ['partition_key', 'cursor'] as const) {
       if (o[k] !== undefined && (typeof o[k] !== 'string' || (o[k] as string).length === 0 || (o[k] as string).length > 512)) fail(`${p}.${k}`, 'must be a string of 1 to 512 characters');
+      else if (typeof o[k] === 'string' && (o[k] as string).includes('\u0000')) fail(`${p}.${k}`, 'must not contain the NUL character (Postgres text cannot hold it)');
     }
     if (!hasRange && o.partition_key === undefined && o.cursor === undefined) {
       fail(p, 'needs a scope: start/end for a range, partition_key, or cursor (it is part of the idempotency key)');
     }
     if (o.payload !== undefined) {
       if (typeof o.payload !== 'object' || o.payload === null || Array.isArray(o.payload)) fail(`${p}.payload`, 'must be an object');
-      else if (Buffer.byteLength(JSON.stringify(o.payload)) > MAX_PAYLOAD_BYTES) fail(`${p}.payload`, `must be at most ${MAX_PAYLOAD_BYTES} bytes as JSON`);
+      else {
+        const json = JSON.stringify(o.payload);
+        if (Buffer.byteLength(json) > MAX_PAYLOAD_BYTES) fail(`${p}.payload`, `must be at most ${MAX_PAYLOAD_BYTES} bytes as JSON`);
+        // JSON.stringify writes a NUL as \u0000 (and a lone backslash before u0000 as \\u0000, which is fine).
+        else if (/(^|[^\\])(\\\\)*\\u0000/.test(json)) fail(`${p}.payload`, 'must not contain the NUL character \\u0000 in any string (Postgres JSON cannot hold it)');
+      }
     }
     events.push(o as unknown as EmittedEvent);
   });

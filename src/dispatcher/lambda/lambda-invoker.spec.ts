@@ -32,7 +32,7 @@ describe('AwsLambdaInvoker', () => {
     await new Promise((r) => server.close(r));
   });
 
-  const payload = { task_id: 't-1', attempt: 2, attempt_token: 'tra_x', status: 'Ready' } as unknown as TaskPayload;
+  const payload = { task_id: 't-1', attempt: 2, attempt_token: 'tra_x', status: 'Ready', org_id: '0b6f3c1e-8f4a-4a57-9a43-5a0e6c9d2f10' } as unknown as TaskPayload;
 
   it('invokes the function asynchronously with the full payload', async () => {
     seen.length = 0;
@@ -42,6 +42,13 @@ describe('AwsLambdaInvoker', () => {
     expect(seen[0]!.path).toBe('/2015-03-31/functions/trace-wrapper/invocations');
     expect(seen[0]!.invocationType).toBe('Event');
     expect(JSON.parse(seen[0]!.body)).toEqual(payload);
+  });
+
+  it('invokes the org\'s own function when the name holds {org_id}', async () => {
+    seen.length = 0;
+    status = 202;
+    await new AwsLambdaInvoker('trace-wrapper-{org_id}', 'us-east-1', endpoint).invoke(payload);
+    expect(seen[0]!.path).toBe(`/2015-03-31/functions/trace-wrapper-${payload.org_id}/invocations`);
   });
 
   it('does not retry a failed invocation: the dispatcher owns retries', async () => {

@@ -12,6 +12,8 @@ export interface LambdaInvoker {
 /**
  * Production: an asynchronous Invoke of the wrapper function. The SDK's own retries are off
  * (maxAttempts: 1): the dispatcher owns retries and timeouts through attempts and the reaper.
+ * `{org_id}` in the function name is replaced by the task's org: a warm execution environment
+ * (its /tmp, its memory, processes left running) is reused only by invocations of one org (ADR 0020).
  */
 export class AwsLambdaInvoker implements LambdaInvoker {
   private readonly client: LambdaClient;
@@ -22,10 +24,15 @@ export class AwsLambdaInvoker implements LambdaInvoker {
 
   async invoke(payload: TaskPayload): Promise<void> {
     const result = await this.client.send(
-      new InvokeCommand({ FunctionName: this.functionName, InvocationType: 'Event', Payload: Buffer.from(JSON.stringify(payload)) }),
+      new InvokeCommand({ FunctionName: lambdaFunctionFor(this.functionName, payload.org_id), InvocationType: 'Event', Payload: Buffer.from(JSON.stringify(payload)) }),
     );
     if (result.StatusCode !== 202) throw new Error(`Lambda accepted the invocation with status ${result.StatusCode}`);
   }
+}
+
+/** The function that runs an org's lambda tasks: the configured name with `{org_id}` filled in. */
+export function lambdaFunctionFor(template: string, orgId: string): string {
+  return template.replaceAll('{org_id}', orgId);
 }
 
 /**
@@ -35,14 +42,19 @@ export class AwsLambdaInvoker implements LambdaInvoker {
  */
 export class LocalLambdaInvoker implements LambdaInvoker {
   constructor(
-    private readonly env: { dispatcherUrl: () => string; codeRoot: string; sandboxUser: string },
+    private readonly env: { dispatcherUrl: () => string; codeRoot: string; sandbox: Record<string, string>; hiddenPaths: string[] },
     private readonly logger: JsonLogger,
   ) {}
 
   invoke(payload: TaskPayload): Promise<void> {
     return new Promise((resolve, reject) => {
       const child = spawn(process.execPath, [join(__dirname, '..', '..', 'wrapper', 'lambda', 'local-lambda.js')], {
-        env: { PATH: '/usr/local/bin:/usr/bin:/bin', TRACE_DISPATCHER_URL: this.env.dispatcherUrl(), TRACE_CODE_ROOT: this.env.codeRoot, TRACE_SANDBOX_USER: this.env.sandboxUser },
+        env: {
+          PATH: '/usr/local/bin:/usr/bin:/bin',
+          TRACE_DISPATCHER_URL: this.env.dispatcherUrl(), TRACE_CODE_ROOT: this.env.codeRoot,
+          ...this.env.sandbox,
+          TRACE_SANDBOX_HIDDEN_PATHS: this.env.hiddenPaths.join(':'),
+        },
         stdio: ['pipe', 'pipe', 'pipe'],
       });
       child.once('error', reject);

@@ -2,6 +2,7 @@ import { JsonLogger } from '../../common/logging/json-logger';
 import { loadLambdaWrapperConfig } from '../../config';
 import type { TaskPayload } from '../../dispatcher/core/task-payload';
 import { DispatcherClient } from '../dispatcher-client';
+import { Sandbox, SANDBOX_LEASE_DIR } from '../sandbox';
 import { TaskRunner } from '../task-runner';
 
 /**
@@ -15,7 +16,8 @@ export async function handler(payload: TaskPayload): Promise<{ task_id: string; 
   const logger = new JsonLogger('info');
   logger.event('info', 'LambdaHandler', 'invoked', { task_id: payload.task_id, attempt: payload.attempt, payload_keys: Object.keys(payload).sort() });
   const client = new DispatcherClient(config.dispatcherUrl, '', 'lambda');
-  const runner = new TaskRunner(client, { codeRoot: config.codeRoot, sandboxUser: config.sandboxUser, statusPollMs: 500, eventBatch: 100, flushMs: 250 }, logger);
+  const sandbox = new Sandbox({ ...config.sandbox, leaseDir: SANDBOX_LEASE_DIR, hiddenPaths: config.hiddenPaths });
+  const runner = new TaskRunner(client, { codeRoot: config.codeRoot, sandbox, output: config.sandbox.output, statusPollMs: 500, eventBatch: 100, flushMs: 250 }, logger);
   // A Lambda is frozen once it returns: the completion must have landed by then.
   try {
     const { completed } = await runner.run(payload);
