@@ -66,7 +66,8 @@ export const SANDBOX_LEASE_DIR = '/run/trace-sandbox/uids';
  * Runs inside the new mount namespace, as root of its namespaces, before the code: every mount
  * is made read-only (keeping the flags a user namespace may not drop), the task gets its own
  * /tmp, /var/tmp and /dev/shm, the code root stays visible (read-only) even where it lies under
- * one of those, and the hidden directories are covered by empty read-only mounts.
+ * one of those (bound back from the shell's descriptor of it, which mount must not canonicalize
+ * into the new, empty directory), and the hidden directories are covered by empty read-only mounts.
  * Fails closed: a mount that cannot be made read-only stops the task.
  * Arguments: tmp size, code root, the number of hidden paths, the hidden paths, then the command.
  */
@@ -82,7 +83,7 @@ for d in /tmp /var/tmp /dev/shm; do
   if [ -d "$d" ]; then mount -t tmpfs -o "mode=1777,nosuid,nodev,size=$tmp_size" tmpfs "$d"; fi
 done
 if [ ! -d "$code" ]; then
-  mkdir -p "$code"; mount --bind /proc/self/fd/3 "$code"; mount -o remount,bind,ro,nosuid,nodev "$code"
+  mkdir -p "$code"; mount --no-canonicalize --bind "/proc/$$/fd/3" "$code"; mount -o remount,bind,ro,nosuid,nodev "$code"
 fi
 exec 3<&-
 while [ "$n" -gt 0 ]; do
