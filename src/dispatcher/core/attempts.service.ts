@@ -4,6 +4,7 @@ import { prepared, sql, sqlOne, type Queryable } from '../../common/db';
 import { notFound, TraceError, unauthorized } from '../../common/errors';
 import { SecretCipher } from '../../common/keys/secret-cipher';
 import { ingestEvents, WAL_FLUSH_SQL, type Producer } from './event-ingest';
+import { INPUT_LOCATIONS_SQL, LINEAGE_MAX_DEPTH, PASS_THROUGH_OPERATORS } from './input-locations';
 import { TraceConfig } from '../../config';
 import { MeterSignal, type MeteredRow } from './meter-signal';
 import { outputKeys, SpecCache } from './spec-cache';
@@ -409,6 +410,19 @@ export class AttemptsService {
       if (!written) throw new TraceError(HttpStatus.CONFLICT, 'state_conflict', `the operator state changed since version ${expected}; read it again`);
       return written;
     });
+  }
+
+  /**
+   * Where the files of the attempt's input event may lie (built-in operators reading or passing
+   * on files): the locations of the event's dataset and of its pass-through lineage
+   * (INPUT_LOCATIONS_SQL). Readable by the task's current, unfinished attempt only.
+   */
+  async inputLocations(token: string): Promise<{ locations: string[] }> {
+    const a = await this.attemptFor(this.db, token, false);
+    this.assertRunning(a);
+    await this.stateKey(this.db, a); // 409 no_input_event for a task without one
+    const rows = await sql<{ location: string }>(this.db, INPUT_LOCATIONS_SQL, [a.task_id, a.org_id, PASS_THROUGH_OPERATORS, LINEAGE_MAX_DEPTH]);
+    return { locations: rows.map((r) => r.location) };
   }
 
   private isRunning(a: AttemptRow): boolean {

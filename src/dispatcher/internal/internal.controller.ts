@@ -242,6 +242,12 @@ export class InternalController {
     return this.attempts.writeState(req.attemptToken!, body.expected_version, body.state);
   }
 
+  /** Where a built-in operator may read its input event's files from (not a hot route: asked only off the common path). */
+  @Get('input-locations')
+  inputLocations(@Req() req: Request & InternalRequest) {
+    return this.attempts.inputLocations(req.attemptToken!);
+  }
+
   @Get('attempt')
   status(@Req() req: Request & InternalRequest) {
     return this.attempts.status(req.attemptToken!);

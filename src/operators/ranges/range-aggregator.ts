@@ -3,8 +3,8 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PARQUET_OPTIONS } from '../cryo/parquet-writer';
 import { lit, openLockedDuckDb } from '../duckdb';
+import { assertOutputLocation, assertReadableKeys, resolveInputKeys } from '../input-files';
 import { rangeKey, type BuiltinOperator, type OperatorContext } from '../operator';
-import { inputKeys } from '../sql/sql-operator';
 import { parseAggregatorConfig } from './range-config';
 
 interface Part {
@@ -61,12 +61,16 @@ export const rangeAggregator: BuiltinOperator = async (ctx) => {
   if (event.start === null || event.end === null) throw new Error('range_aggregator: the input event must cover a block range (start/end)');
   const output = ctx.payload.outputs[0];
   if (!output?.location || output.backend !== 's3') throw new Error('range_aggregator: its one output needs backend s3 and a current dataset version');
+  assertOutputLocation(output, ctx.payload.org_id, 'range_aggregator');
   const [start, end] = [Number(event.start), Number(event.end)];
   const w = Math.floor((start - config.origin) / config.range_size);
   const ws = config.origin + w * config.range_size;
   const we = ws + config.range_size - 1;
   if (end > we) throw new Error(`range_aggregator: input range ${start}..${end} crosses the window ${ws}..${we}; make range_size a multiple of the input's ranges`);
   const me = ctx.payload.task_id;
+  // The part's files are checked before they are recorded: the state only ever holds keys this
+  // input dataset may name (src/operators/input-files.ts).
+  const files = event.kind === 'data' ? await resolveInputKeys(ctx, event, 'range_aggregator') : [];
 
   // Record this part (or withdraw it, for an invalidation) and decide who announces what.
   let act: { emit?: string; withdraw?: string; parts: Part[] } = { parts: [] };
@@ -85,7 +89,7 @@ export const rangeAggregator: BuiltinOperator = async (ctx) => {
       }
       if (win.withdrawn?.by === me) act.withdraw = win.withdrawn.fingerprint;
     } else {
-      win.parts = [...others, { start, end, cursor: event.cursor, files: inputKeys(event) }].sort((a, b) => a.start - b.start);
+      win.parts = [...others, { start, end, cursor: event.cursor, files }].sort((a, b) => a.start - b.start);
       const fp = fingerprint(win.parts);
       if (covers(win.parts, ws, we) && win.emitted?.fingerprint !== fp) win.emitted = { fingerprint: fp, by: me };
       if (win.emitted?.by === me && win.emitted.fingerprint === fp) act.emit = fp;
@@ -103,6 +107,9 @@ export const rangeAggregator: BuiltinOperator = async (ctx) => {
   const events = [];
   if (act.withdraw) events.push({ output: 0, kind: 'invalidation' as const, start: ws, end: we, cursor: act.withdraw });
   if (act.emit) {
+    // Every part's files again, as they are read or passed on: parts recorded by other tasks (or
+    // by a build that did not check them) get no trust from having been stored.
+    await assertReadableKeys(ctx, event, act.parts.flatMap((p) => p.files), 'range_aggregator');
     const files = config.compact ? [await compact(ctx, act.parts, rangeKey(output.location, ws, we))] : act.parts.flatMap((p) => p.files);
     events.push({ output: 0, kind: 'data' as const, start: ws, end: we, cursor: act.emit, payload: { files, parts: act.parts.map((p) => ({ start: p.start, end: p.end })) } });
   }

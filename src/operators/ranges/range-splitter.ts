@@ -1,5 +1,5 @@
 import type { BuiltinOperator } from '../operator';
-import { inputKeys } from '../sql/sql-operator';
+import { resolveInputKeys } from '../input-files';
 import { parseSplitterConfig } from './range-config';
 
 /**
@@ -13,7 +13,8 @@ export const rangeSplitter: BuiltinOperator = async (ctx) => {
   const event = ctx.payload.input?.event;
   if (!event || event.start === null || event.end === null) throw new Error('range_splitter: the input event must cover a block range (start/end)');
   const [start, end] = [Number(event.start), Number(event.end)];
-  const files = event.kind === 'data' ? inputKeys(event) : [];
+  // It reads nothing, but the files it names go on to readers: they are checked as if read (src/operators/input-files.ts).
+  const files = event.kind === 'data' ? await resolveInputKeys(ctx, event, 'range_splitter') : [];
   const events = [];
   for (let s = start; s <= end; ) {
     const k = Math.floor((s - config.origin) / config.range_size);

@@ -1,25 +1,18 @@
 import { StatementType } from '@duckdb/node-api';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { EventRef } from '../../dispatcher/core/task-payload';
 import { lit, openLockedDuckDb } from '../duckdb';
 import { PARQUET_OPTIONS } from '../cryo/parquet-writer';
+import { assertOutputLocation, resolveInputKeys } from '../input-files';
 import { rangeKey, type BuiltinOperator } from '../operator';
-
-/** The keys of the files an input event covers: a manifest's files, the event's own file, or the range's file. */
-export function inputKeys(event: EventRef): string[] {
-  const files = event.payload?.files;
-  if (Array.isArray(files) && files.every((f) => typeof f === 'string')) return files as string[];
-  if (typeof event.payload?.key === 'string') return [event.payload.key];
-  if (event.start !== null && event.end !== null) return [rangeKey(event.location, event.start, event.end)];
-  throw new Error('sql: the input event names no files (a range event, or a payload with key or files, is needed)');
-}
 
 /**
  * The `sql` operator: a transform written in SQL, run by DuckDB over the files of the task's input
  * event (the view `input_0`), written as the same range of its one output. It runs in a locked
  * DuckDB (no file access outside the task's scratch directory, no network, no extensions), and the
  * statement must be one SELECT. An invalidation passes through as an invalidation of the same range.
+ * The files it reads are those of the input event that the platform's records allow, never
+ * whatever a payload names (src/operators/input-files.ts); it writes only its output's own location.
  */
 export const sqlOperator: BuiltinOperator = async (ctx) => {
   const { payload } = ctx;
@@ -31,6 +24,7 @@ export const sqlOperator: BuiltinOperator = async (ctx) => {
   const output = payload.outputs[0];
   if (!output || payload.outputs.length !== 1) throw new Error('sql: the job must have exactly one output');
   if (!output.location) throw new Error('sql: its output has no current dataset version');
+  assertOutputLocation(output, payload.org_id, 'sql');
   if (output.backend === 'postgres' && !ctx.tables) throw new Error('sql: this wrapper cannot write Postgres datasets');
   if (output.backend === 'postgres' && output.update_strategy === 'replace' && !output.cursor) {
     throw new Error('sql: a Postgres output with update_strategy replace needs its cursor column (which rows a range rewrites)');
@@ -42,10 +36,12 @@ export const sqlOperator: BuiltinOperator = async (ctx) => {
     await ctx.emit([{ output: 0, kind: 'invalidation', ...scope, ...(key ? { payload: { key } } : {}) }]);
     return;
   }
+  // Every input key is checked before anything is read (src/operators/input-files.ts).
+  const keys = await resolveInputKeys(ctx, event, 'sql');
   const duck = await openLockedDuckDb({ threads: 1, memoryLimit: '1GB', allowedDirectories: [ctx.scratchDir] });
   try {
     const paths: string[] = [];
-    for (const [i, k] of inputKeys(event).entries()) {
+    for (const [i, k] of keys.entries()) {
       const bytes = await ctx.store.get(k);
       if (!bytes) throw new Error(`sql: input file ${k} is missing from the object store`);
       const path = join(ctx.scratchDir, `input-${i}.parquet`);
