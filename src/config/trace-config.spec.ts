@@ -46,6 +46,13 @@ describe('loadTraceConfig', () => {
     expect(devToken).not.toContain('x'.repeat(40)); // sensitive values are never echoed
   });
 
+  it('reads the Query Service\'s sizes as DuckDB does, and its worker counts', () => {
+    const q = loadTraceConfig({}, { TRACE_QUERY_MEMORY_LIMIT: '512MB', TRACE_QUERY_BATCH_MEMORY_LIMIT: '2GiB', TRACE_QUERY_WORKERS: '8' }).query;
+    expect(q).toMatchObject({ memoryLimit: '512MB', memoryLimitBytes: 512e6, workers: 8, maxResultSize: '32MB', maxResultBytes: 32e6 });
+    expect(q.batch).toMatchObject({ memoryLimit: '2GiB', memoryLimitBytes: 2 * 2 ** 30, workers: 2 });
+    expect(() => loadTraceConfig({}, { TRACE_QUERY_WORKERS: '0', TRACE_QUERY_MAX_RESULT_SIZE: 'lots' })).toThrow(/TRACE_QUERY_WORKERS: .*\n.*TRACE_QUERY_MAX_RESULT_SIZE must be a size such as 32MB/s);
+  });
+
   it('lists every violation at once', () => {
     let error: ConfigValidationError | undefined;
     try {

@@ -35,7 +35,7 @@ export class QueryController {
   @Post()
   @HttpCode(200)
   @ApiOperation({ summary: 'Run SQL over the published datasets you may read; each is pinned to its current version for the whole query. Batch mode answers 202 with a query id.' })
-  run(@CurrentPrincipal() p: Principal, @Body() body: QueryDto, @Res({ passthrough: true }) res: Response) {
+  async run(@CurrentPrincipal() p: Principal, @Body() body: QueryDto, @Res({ passthrough: true }) res: Response) {
     if ((body.params ?? []).some((v) => v !== null && !['string', 'number', 'boolean'].includes(typeof v))) {
       throw badRequest('validation_failed', 'params: each value must be a string, number, boolean or null', [{ field: 'params', reason: 'each value must be a string, number, boolean or null' }]);
     }
@@ -43,7 +43,10 @@ export class QueryController {
       res.status(HttpStatus.ACCEPTED);
       return this.queries.submit(p, body.sql, body.params ?? []);
     }
-    return this.queries.interactive(p, body.sql, body.params ?? []);
+    // The answer is JSON text already (its rows were serialized by the worker that ran the query).
+    const answer = await this.queries.interactive(p, body.sql, body.params ?? []);
+    res.type('application/json');
+    return answer;
   }
 
   @Get(':id')

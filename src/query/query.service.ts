@@ -1,17 +1,18 @@
-import { BeforeApplicationShutdown, HttpStatus, Inject, Injectable } from '@nestjs/common';
-import { DuckDBConnection, DuckDBInstance } from '@duckdb/node-api';
+import { BeforeApplicationShutdown, Inject, Injectable, OnApplicationShutdown, OnModuleInit } from '@nestjs/common';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { DataSource } from 'typeorm';
 import { sql as query, sqlOne } from '../common/db';
-import { NodeRegistry } from '../common/lifecycle';
-import { TraceError } from '../common/errors';
 import type { Principal } from '../common/identity';
+import { NodeRegistry } from '../common/lifecycle';
+import { JsonLogger } from '../common/logging/json-logger';
 import { OBJECT_STORE, type ObjectStore } from '../common/storage';
-import { TraceConfig } from '../config';
-import { lit } from '../operators/duckdb';
+import { projectRoot, TraceConfig } from '../config';
 import { readablePredicate } from '../registry/datasets/dataset-access';
-import { gateSql } from './sql-gate';
+import { PathScrubber } from './path-scrubber';
+import { QueryErrors } from './query-errors';
+import { QueryWorker, QueryWorkerPool, QueryWorkerUnavailable, type WorkerOutcome } from './query-worker-pool';
+import type { CopiedColumnType, DatasetSource, RowsResult, RunSpec } from './query-worker-protocol';
 
 interface Pinned {
   dataset_name: string;
@@ -21,9 +22,11 @@ interface Pinned {
   location: string;
 }
 
-interface OpenQuery {
-  conn: DuckDBConnection;
+/** A query gated and pinned, its datasets read or listed, ready for a worker. */
+interface PreparedQuery {
   pinned: Pinned[];
+  datasets: DatasetSource[];
+  readDirs: string[];
   scratch: string;
   close(): Promise<void>;
 }
@@ -51,21 +54,18 @@ export interface QueryRunView {
   finished_at: Date | null;
 }
 
-/** The user's SELECT, ready to be wrapped: no trailing `;`, and a newline so a trailing `--` comment cannot swallow the wrapper. */
-const statementOf = (sql: string) => `${sql.trim().replace(/;(\s*--[^\n]*)*\s*$/, '')}\n`;
-const pinnedMap = (pinned: Pinned[]) => Object.fromEntries(pinned.map((p) => [p.dataset_name, p.dataset_version]));
-
-export interface QueryAnswer {
-  columns: { name: string; type: string }[];
-  rows: unknown[][];
-  row_count: number;
-  truncated: boolean;
-  pinned: Record<string, string>;
-  elapsed_ms: number;
+/** The limits one mode runs under, and the settings that set them (named in the errors). */
+interface ModeLimits {
+  timeoutMs: number;
+  timeoutSetting: string;
+  memoryLimit: string;
+  memorySetting: string;
 }
 
+const pinnedMap = (pinned: Pinned[]) => Object.fromEntries(pinned.map((p) => [p.dataset_name, p.dataset_version]));
+
 /** Postgres column type → DuckDB type for a pinned Postgres dataset copied into the query. */
-function duckType(pg: string): string {
+function duckType(pg: string): CopiedColumnType {
   if (/^(smallint|integer|bigint)$/.test(pg)) return 'BIGINT';
   if (pg === 'numeric') return 'HUGEINT';
   if (/^(real|double precision)$/.test(pg)) return 'DOUBLE';
@@ -74,72 +74,92 @@ function duckType(pg: string): string {
   return 'VARCHAR'; // text, dates and timestamps (as ISO text), json, …
 }
 
-/** A JSON-safe cell: big integers as strings when they would lose precision, bytes as 0x hex. */
-function cell(v: unknown): unknown {
-  if (typeof v === 'bigint') return v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v.toString();
-  if (v instanceof Uint8Array) return `0x${Buffer.from(v).toString('hex')}`;
-  if (v instanceof Date) return v.toISOString();
-  if (Array.isArray(v)) return v.map(cell);
-  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, cell(x)]));
-  return v;
-}
-
 /**
- * The Query Service's interactive mode (docs/architecture/query_service.md): the SQL is gated on
- * its parse tree, the datasets it names are resolved through the one read rule and each pinned to
- * its current version once, at the start; a fresh, locked DuckDB gets one view per dataset (the
- * pinned version's Parquet files, or its Postgres table's rows) and runs the query under the
- * configured limits.
+ * The Query Service (docs/architecture/query_service.md). The SQL is gated on its parse tree, the
+ * datasets it names are resolved through the one read rule and each pinned to its current version
+ * once, at the start; then a worker process runs it in a fresh, locked DuckDB with one view per
+ * dataset, under the mode's limits. This process never opens DuckDB for user SQL: it pins, reads
+ * Postgres, lists and fetches files, records batch runs, and waits on the worker.
  */
 @Injectable()
-export class QueryService implements BeforeApplicationShutdown {
+export class QueryService implements OnModuleInit, BeforeApplicationShutdown, OnApplicationShutdown {
   private readonly running = new Map<string, number>();
   private readonly batches = new Map<string, number>();
   private readonly background = new Set<Promise<void>>();
+  private readonly interactivePool: QueryWorkerPool;
+  private readonly batchPool: QueryWorkerPool;
+  private readonly paths: PathScrubber;
+  private readonly interactiveLimits: ModeLimits;
+  private readonly batchLimits: ModeLimits;
 
   constructor(
     private readonly db: DataSource,
     @Inject(OBJECT_STORE) private readonly store: ObjectStore,
     private readonly config: TraceConfig,
     private readonly node: NodeRegistry,
-  ) {}
+    logger: JsonLogger,
+  ) {
+    const q = config.query;
+    this.interactivePool = new QueryWorkerPool({ mode: 'interactive', size: q.workers, spare: 1, threads: q.threads, memoryLimitBytes: q.memoryLimitBytes, logger });
+    this.batchPool = new QueryWorkerPool({ mode: 'batch', size: q.batch.workers, spare: 0, threads: q.threads, memoryLimitBytes: q.batch.memoryLimitBytes, logger });
+    this.interactiveLimits = { timeoutMs: q.timeoutMs, timeoutSetting: 'TRACE_QUERY_TIMEOUT_MS', memoryLimit: q.memoryLimit, memorySetting: 'TRACE_QUERY_MEMORY_LIMIT' };
+    this.batchLimits = { timeoutMs: q.batch.timeoutMs, timeoutSetting: 'TRACE_QUERY_BATCH_TIMEOUT_MS', memoryLimit: q.batch.memoryLimit, memorySetting: 'TRACE_QUERY_BATCH_MEMORY_LIMIT' };
+    const storage = config.storage;
+    this.paths = PathScrubber.forServer({
+      objectStore: storage.kind === 'local' ? storage.dir : undefined,
+      scratch: storage.scratchDir,
+      data: config.dataDir,
+      other: [config.dispatch.codeRoot, projectRoot()],
+    });
+  }
 
-  async interactive(principal: Principal, sql: string, params: unknown[] = []): Promise<QueryAnswer> {
+  onModuleInit(): void {
+    this.interactivePool.warm();
+    this.batchPool.warm();
+  }
+
+  /**
+   * An interactive query's answer, as JSON text: the rows arrive from the worker already
+   * serialized (and bounded by TRACE_QUERY_MAX_RESULT_SIZE), and are not parsed here.
+   */
+  async interactive(principal: Principal, sql: string, params: unknown[] = []): Promise<string> {
     const started = performance.now();
-    const limits = this.config.query;
-    const release = this.admit(this.running, principal.orgId, limits.maxConcurrentPerOrg, 'queries');
-    let q: OpenQuery | undefined;
+    const q = this.config.query;
+    const release = this.admit(this.running, principal.orgId, q.maxConcurrentPerOrg, 'queries');
     try {
-      q = await this.open(principal, sql, limits.memoryLimit);
-      const reader = await this.execute(q, `SELECT * FROM (${statementOf(sql)}) AS q LIMIT ${limits.maxRows + 1}`, params, limits.timeoutMs, 'TRACE_QUERY_TIMEOUT_MS');
-      const types = reader.columnTypes();
-      const columns = reader.columnNames().map((name, i) => ({ name, type: types[i]!.toString() }));
-      const all = reader.getRowsJS();
-      const truncated = all.length > limits.maxRows;
-      const rows = (truncated ? all.slice(0, limits.maxRows) : all).map((r) => r.map(cell));
-      return { columns, rows, row_count: rows.length, truncated, pinned: pinnedMap(q.pinned), elapsed_ms: Math.round(performance.now() - started) };
+      return await this.withWorker(this.interactivePool, q.workers, 'TRACE_QUERY_WORKERS', q.timeoutMs, async (worker) => {
+        const prepared = await this.prepare(principal, await this.gate(worker, sql));
+        try {
+          const spec = this.spec(sql, params, prepared, q.memoryLimit, { kind: 'rows', maxRows: q.maxRows, maxBytes: q.maxResultBytes });
+          const rows = this.answer<RowsResult>(await worker.request({ kind: 'run', spec }, q.timeoutMs), this.interactiveLimits);
+          return `{"columns":${JSON.stringify(rows.columns)},"rows":${rows.rowsJson},"row_count":${rows.rowCount},"truncated":${rows.truncated},"pinned":${JSON.stringify(pinnedMap(prepared.pinned))},"elapsed_ms":${Math.round(performance.now() - started)}}`;
+        } finally {
+          await prepared.close();
+        }
+      });
     } finally {
-      await q?.close();
       release();
     }
   }
 
   /**
    * Batch mode: the SQL is gated and its datasets pinned now (errors answer at once); the query
-   * then runs in the background under the batch limits and its whole result goes to the object
-   * store as Parquet. Answers the run's id.
+   * then runs in the background in a batch worker under the batch limits and its whole result goes
+   * to the object store as Parquet. Answers the run's id.
    */
   async submit(principal: Principal, sql: string, params: unknown[] = []): Promise<{ query_id: string; status: 'running'; pinned: Record<string, string> }> {
     const limits = this.config.query.batch;
     const release = this.admit(this.batches, principal.orgId, limits.maxConcurrentPerOrg, 'batch queries');
-    let q: OpenQuery;
+    let prepared: PreparedQuery;
     try {
-      q = await this.open(principal, sql, limits.memoryLimit);
+      // The gate is a parse: it takes an interactive worker for a moment, not a batch one for as long as the run.
+      const names = await this.withWorker(this.interactivePool, this.config.query.workers, 'TRACE_QUERY_WORKERS', this.config.query.timeoutMs, (worker) => this.gate(worker, sql));
+      prepared = await this.prepare(principal, names);
     } catch (err) {
       release();
       throw err;
     }
-    const pinned = pinnedMap(q.pinned);
+    const pinned = pinnedMap(prepared.pinned);
     const [run] = await query<{ id: string }>(
       this.db,
       `INSERT INTO query_runs (org_id, user_id, sql, pinned, status, node_id) VALUES ($1, $2, $3, $4, 'running', $5) RETURNING id`,
@@ -149,15 +169,19 @@ export class QueryService implements BeforeApplicationShutdown {
     const key = `org/${principal.orgId}/query/${id}/result.parquet`;
     const work = (async () => {
       try {
-        const out = join(q.scratch, 'result.parquet');
-        const written = await this.execute(q, `COPY (${statementOf(sql)}) TO ${lit(out)} (FORMAT parquet, COMPRESSION zstd)`, params, limits.timeoutMs, 'TRACE_QUERY_BATCH_TIMEOUT_MS');
-        const rowCount = Number(written.getRowsJS()[0]?.[0] ?? 0);
+        const out = join(prepared.scratch, 'result.parquet');
+        const spec = this.spec(sql, params, prepared, limits.memoryLimit, { kind: 'parquet', path: out });
+        // Waits its turn for a batch worker (TRACE_QUERY_BATCH_WORKERS); the run shows `running` meanwhile.
+        const written = await this.withWorker(this.batchPool, limits.workers, 'TRACE_QUERY_BATCH_WORKERS', undefined, async (worker) =>
+          this.answer<{ rowCount: number }>(await worker.request({ kind: 'run', spec }, limits.timeoutMs), this.batchLimits),
+        );
         await this.store.putFile(key, out);
-        await this.db.query(`UPDATE query_runs SET status = 'succeeded', result_key = $2, row_count = $3, finished_at = now() WHERE id = $1`, [id, key, rowCount]);
+        await this.db.query(`UPDATE query_runs SET status = 'succeeded', result_key = $2, row_count = $3, finished_at = now() WHERE id = $1`, [id, key, written.rowCount]);
       } catch (err) {
-        await this.db.query(`UPDATE query_runs SET status = 'failed', error = $2, finished_at = now() WHERE id = $1`, [id, (err as Error).message.slice(0, 2000)]);
+        const message = this.paths.scrub((err as Error).message).slice(0, 2000);
+        await this.db.query(`UPDATE query_runs SET status = 'failed', error = $2, finished_at = now() WHERE id = $1`, [id, message]);
       } finally {
-        await q.close();
+        await prepared.close();
         release();
       }
     })();
@@ -184,15 +208,20 @@ export class QueryService implements BeforeApplicationShutdown {
   /** The Parquet bytes of a finished batch run's result. */
   async result(principal: Principal, id: string): Promise<Buffer> {
     const run = await this.runOf(principal, id);
-    if (run.status !== 'succeeded' || !run.result_key) throw new TraceError(HttpStatus.CONFLICT, 'result_not_ready', `query ${id} is ${run.status}; its result exists once it has succeeded`);
+    if (run.status !== 'succeeded' || !run.result_key) throw QueryErrors.resultNotReady(id, run.status);
     const bytes = await this.store.get(run.result_key);
-    if (!bytes) throw new TraceError(HttpStatus.GONE, 'result_gone', `the result of query ${id} is no longer in the object store`);
+    if (!bytes) throw QueryErrors.resultGone(id);
     return bytes;
   }
 
-  /** A draining process finishes the batch queries it accepted. */
+  /** A draining process finishes the batch queries it accepted (their workers are still there). */
   async beforeApplicationShutdown(): Promise<void> {
     await Promise.allSettled([...this.background]);
+  }
+
+  /** Then no worker outlives the process. */
+  async onApplicationShutdown(): Promise<void> {
+    await Promise.all([this.interactivePool.stop(), this.batchPool.stop()]);
   }
 
   private async runOf(principal: Principal, id: string): Promise<QueryRunRow> {
@@ -203,7 +232,7 @@ export class QueryService implements BeforeApplicationShutdown {
          FROM query_runs r WHERE r.id = $1 AND r.org_id = $2 AND r.user_id = $3`,
       [id, principal.orgId, principal.userId],
     );
-    if (!row) throw new TraceError(HttpStatus.NOT_FOUND, 'query_not_found', `no query ${id}`);
+    if (!row) throw QueryErrors.runNotFound(id);
     if (row.orphaned) {
       // The process running it is gone: it will never finish.
       await this.db.query(`UPDATE query_runs SET status = 'failed', error = 'the process running it stopped', finished_at = now() WHERE id = $1 AND status = 'running'`, [id]);
@@ -214,7 +243,7 @@ export class QueryService implements BeforeApplicationShutdown {
 
   private admit(counter: Map<string, number>, orgId: string, max: number, what: string): () => void {
     const inFlight = counter.get(orgId) ?? 0;
-    if (inFlight >= max) throw new TraceError(HttpStatus.TOO_MANY_REQUESTS, 'too_many_queries', `your org already runs ${inFlight} ${what} (the limit is ${max}); try again when one has finished`);
+    if (inFlight >= max) throw QueryErrors.tooMany(inFlight, what, max);
     counter.set(orgId, inFlight + 1);
     let released = false;
     return () => {
@@ -226,51 +255,60 @@ export class QueryService implements BeforeApplicationShutdown {
     };
   }
 
-  /** Gate, pin, and a locked DuckDB with one view per pinned dataset. */
-  private async open(principal: Principal, sql: string, memoryLimit: string): Promise<OpenQuery> {
-    await mkdir(this.config.storage.scratchDir, { recursive: true });
-    const scratch = await mkdtemp(join(this.config.storage.scratchDir, 'query-'));
-    let instance: DuckDBInstance | undefined;
-    let conn: DuckDBConnection | undefined;
-    const close = async () => {
-      conn?.closeSync();
-      instance?.closeSync();
-      await rm(scratch, { recursive: true, force: true });
-    };
+  /** `fn` with a worker of the pool; a pool that stays busy past `waitMs`, or cannot start workers, answers 503. */
+  private async withWorker<T>(pool: QueryWorkerPool, size: number, setting: string, waitMs: number | undefined, fn: (worker: QueryWorker) => Promise<T>): Promise<T> {
     try {
-      instance = await DuckDBInstance.create(':memory:', {
-        threads: String(this.config.query.threads),
-        memory_limit: memoryLimit,
-        autoload_known_extensions: 'false',
-        autoinstall_known_extensions: 'false',
-        allow_community_extensions: 'false',
-      });
-      conn = await instance.connect();
-      const names = await gateSql(conn, sql);
-      const pinned = await this.pin(principal, names);
-      const dirs = [scratch, ...(this.store.kind === 'local' ? pinned.filter((p) => p.backend === 's3').map((p) => this.store.readUrl(p.location.replace(/\/$/, ''))) : [])];
-      await conn.run(`SET allowed_directories = [${dirs.map((d) => lit(`${d}/`)).join(', ')}]`);
-      await conn.run('SET enable_external_access = false');
-      for (const p of pinned) await this.attach(conn, p, scratch);
-      await conn.run('SET lock_configuration = true');
-      return { conn, pinned, scratch, close };
+      return await pool.use(waitMs, fn);
     } catch (err) {
-      await close();
-      throw err;
+      if (!(err instanceof QueryWorkerUnavailable)) throw err;
+      throw err.reason === 'busy' ? QueryErrors.busy(size, setting, waitMs ?? 0) : QueryErrors.unavailable();
     }
   }
 
-  /** Runs one statement of the query, interrupted at the timeout; DuckDB errors become 4xx answers. */
-  private async execute(q: OpenQuery, statement: string, params: unknown[], timeoutMs: number, setting: string) {
-    const timer = setTimeout(() => q.conn.interrupt(), timeoutMs);
+  /** The gate, in the worker: the dataset names the SQL reads, or its refusal. */
+  private async gate(worker: QueryWorker, sql: string): Promise<string[]> {
+    return this.answer<string[]>(await worker.request({ kind: 'gate', sql }, this.config.query.timeoutMs), this.interactiveLimits);
+  }
+
+  /** A worker's outcome → the value, or the error the client gets (server paths scrubbed). */
+  private answer<T>(outcome: WorkerOutcome<T>, limits: ModeLimits): T {
+    switch (outcome.kind) {
+      case 'done':
+        return outcome.value;
+      case 'timeout':
+        throw QueryErrors.timeout(limits.timeoutMs, limits.timeoutSetting);
+      case 'died':
+        if (outcome.outOfMemory) throw QueryErrors.memoryLimit(limits.memoryLimit, limits.memorySetting, 'the process running it ran out of memory');
+        throw QueryErrors.workerDied(outcome.signal ? `signal ${outcome.signal}` : `exit code ${outcome.code}`);
+      case 'failed': {
+        const f = outcome.failure;
+        if (f.reason === 'interrupted') throw QueryErrors.timeout(limits.timeoutMs, limits.timeoutSetting);
+        if (f.reason === 'memory') throw QueryErrors.memoryLimit(limits.memoryLimit, limits.memorySetting, this.paths.scrub(f.message));
+        if (f.reason === 'result_too_large') throw QueryErrors.resultTooLarge(this.config.query.maxResultSize);
+        if (f.reason === 'refused') throw QueryErrors.refused(f.code, this.paths.scrub(f.message));
+        throw QueryErrors.failed(this.paths.scrub(f.message));
+      }
+    }
+  }
+
+  private spec(sql: string, params: unknown[], q: PreparedQuery, memoryLimit: string, output: RunSpec['output']): RunSpec {
+    return { sql, params, threads: this.config.query.threads, memoryLimit, scratch: q.scratch, readDirs: q.readDirs, datasets: q.datasets, output };
+  }
+
+  /** Pin the names, and gather what each view is made of, in a scratch directory of the query's own. */
+  private async prepare(principal: Principal, names: string[]): Promise<PreparedQuery> {
+    await mkdir(this.config.storage.scratchDir, { recursive: true });
+    const scratch = await mkdtemp(join(this.config.storage.scratchDir, 'query-'));
+    const close = () => rm(scratch, { recursive: true, force: true });
     try {
-      return await q.conn.runAndReadAll(statement, params as never);
+      const pinned = await this.pin(principal, names);
+      const datasets: DatasetSource[] = [];
+      for (const p of pinned) datasets.push(await this.source(p, scratch));
+      const readDirs = this.store.kind === 'local' ? pinned.filter((p) => p.backend === 's3').map((p) => this.store.readUrl(p.location.replace(/\/$/, ''))) : [];
+      return { pinned, datasets, readDirs, scratch, close };
     } catch (err) {
-      const message = (err as Error).message;
-      if (/INTERRUPT/i.test(message)) throw new TraceError(HttpStatus.REQUEST_TIMEOUT, 'query_timeout', `the query was interrupted after ${timeoutMs} ms (${setting})`);
-      throw new TraceError(HttpStatus.BAD_REQUEST, 'query_failed', message.split('\n')[0]!.slice(0, 2000));
-    } finally {
-      clearTimeout(timer);
+      await close();
+      throw err;
     }
   }
 
@@ -292,34 +330,30 @@ export class QueryService implements BeforeApplicationShutdown {
     );
     const found = new Set(rows.map((r) => r.dataset_name));
     const missing = names.filter((n) => !found.has(n));
-    if (missing.length) {
-      throw new TraceError(HttpStatus.NOT_FOUND, 'dataset_not_found', `no dataset named ${missing.map((m) => `"${m}"`).join(', ')} (or you may not read it)`);
-    }
+    if (missing.length) throw QueryErrors.datasetNotFound(missing);
     return rows;
   }
 
-  /** One view per dataset, named after it, over the pinned version only. */
-  private async attach(conn: DuckDBConnection, p: Pinned, scratch: string): Promise<void> {
-    const view = `"${p.dataset_name}"`;
+  /** What one dataset's view is made of: the pinned version's files, or its Postgres table's rows. */
+  private async source(p: Pinned, scratch: string): Promise<DatasetSource> {
     if (p.backend === 's3') {
       const keys = (await this.store.list(p.location)).filter((k) => k.endsWith('.parquet'));
-      if (keys.length === 0) throw new TraceError(HttpStatus.CONFLICT, 'dataset_empty', `dataset "${p.dataset_name}" has no data in its current version yet`);
-      const paths: string[] = [];
+      if (keys.length === 0) throw QueryErrors.datasetEmpty(p.dataset_name);
+      const files: string[] = [];
       for (const key of keys) {
         if (this.store.kind === 'local') {
-          paths.push(this.store.readUrl(key));
+          files.push(this.store.readUrl(key));
           continue;
         }
         // No httpfs here: the pinned (immutable) files are copied into the query's scratch directory.
         const path = join(scratch, key);
         await mkdir(dirname(path), { recursive: true });
         await writeFile(path, (await this.store.get(key))!);
-        paths.push(path);
+        files.push(path);
       }
-      await conn.run(`CREATE VIEW ${view} AS SELECT * FROM read_parquet([${paths.map(lit).join(', ')}])`);
-      return;
+      return { name: p.dataset_name, kind: 'parquet', files };
     }
-    // A Postgres dataset: its pinned table's rows, copied into DuckDB (the postgres extension is not assumed).
+    // A Postgres dataset: its pinned table's rows, read here and copied into the worker's DuckDB (the postgres extension is not assumed).
     const m = /^"(ds_[0-9a-f]{32})"\."(v_[0-9a-f]{32})"$/.exec(p.location);
     if (!m) throw new Error(`bad Postgres location ${p.location}`);
     const cols = await query<{ column_name: string; data_type: string }>(
@@ -327,25 +361,10 @@ export class QueryService implements BeforeApplicationShutdown {
       `SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position`,
       [m[1], m[2]],
     );
-    if (cols.length === 0) throw new TraceError(HttpStatus.CONFLICT, 'dataset_empty', `dataset "${p.dataset_name}" has no data in its current version yet`);
-    await conn.run(`CREATE TABLE ${view} (${cols.map((c) => `"${c.column_name}" ${duckType(c.data_type)}`).join(', ')})`);
+    if (cols.length === 0) throw QueryErrors.datasetEmpty(p.dataset_name);
     const rows = await query<Record<string, unknown>>(this.db, `SELECT ${cols.map((c) => (c.data_type === 'numeric' ? `"${c.column_name}"::text` : `"${c.column_name}"`)).join(', ')} FROM ${p.location}`);
-    if (rows.length === 0) return;
-    const appender = await conn.createAppender(p.dataset_name);
-    for (const row of rows) {
-      for (const c of cols) {
-        const v = row[c.column_name];
-        const t = duckType(c.data_type);
-        if (v === null || v === undefined) appender.appendNull();
-        else if (t === 'BIGINT') appender.appendBigInt(BigInt(v as string | number));
-        else if (t === 'HUGEINT') appender.appendHugeInt(BigInt(String(v).split('.')[0]!));
-        else if (t === 'DOUBLE') appender.appendDouble(Number(v));
-        else if (t === 'BOOLEAN') appender.appendBoolean(Boolean(v));
-        else if (t === 'BLOB') appender.appendBlob(v as Buffer);
-        else appender.appendVarchar(v instanceof Date ? v.toISOString() : typeof v === 'object' ? JSON.stringify(v) : String(v));
-      }
-      appender.endRow();
-    }
-    appender.closeSync();
+    const columns = cols.map((c) => ({ name: c.column_name, type: duckType(c.data_type), values: rows.map((row) => row[c.column_name]) }));
+    return { name: p.dataset_name, kind: 'rows', columns, rowCount: rows.length };
   }
 }
+
