@@ -65,27 +65,38 @@ export const SANDBOX_LEASE_DIR = '/run/trace-sandbox/uids';
 /**
  * Runs inside the new mount namespace, as root of its namespaces, before the code: every mount
  * is made read-only (keeping the flags a user namespace may not drop), the task gets its own
- * /tmp, /var/tmp and /dev/shm, the code root stays visible (read-only) even where it lies under
- * one of those (bound back from the shell's descriptor of it, which mount must not canonicalize
- * into the new, empty directory), and the hidden directories are covered by empty read-only mounts.
+ * /tmp, /var/tmp and /dev/shm, what the task runs from (its code root, the runtime, the runners)
+ * stays visible and read-only even where it lies under one of those — bound back from the shell's
+ * descriptor of it, which mount must not canonicalize into the new, empty directory — and the
+ * hidden directories are covered by empty read-only mounts.
  * Fails closed: a mount that cannot be made read-only stops the task.
- * Arguments: tmp size, code root, the number of hidden paths, the hidden paths, then the command.
+ * Arguments: tmp size, the number of kept paths, the kept paths, the number of hidden paths, the
+ * hidden paths, then the command.
  */
 const SETUP_SCRIPT = `set -eu
-tmp_size=$1; code=$2; n=$3; shift 3
+tmp_size=$1; k=$2; shift 2
+i=0
+while [ "$i" -lt "$k" ]; do
+  eval "keep_$i=\\$1"; eval "exec $((i + 3))<\\"\\$1\\""; shift; i=$((i + 1))
+done
+n=$1; shift
 while read -r _ _ _ _ mp opts _; do
   mp=$(printf '%b' "$mp"); flags=''
   IFS=,; for o in $opts; do case $o in nosuid|nodev|noexec|relatime|noatime|nodiratime|strictatime) flags="$flags,$o";; esac; done; unset IFS
   mount -o "remount,bind,ro$flags" "$mp" 2>/dev/null || { echo "sandbox: cannot make $mp read-only" >&2; exit 126; }
 done < /proc/self/mountinfo
-exec 3<"$code"
 for d in /tmp /var/tmp /dev/shm; do
   if [ -d "$d" ]; then mount -t tmpfs -o "mode=1777,nosuid,nodev,size=$tmp_size" tmpfs "$d"; fi
 done
-if [ ! -d "$code" ]; then
-  mkdir -p "$code"; mount --no-canonicalize --bind "/proc/$$/fd/3" "$code"; mount -o remount,bind,ro,nosuid,nodev "$code"
-fi
-exec 3<&-
+i=0
+while [ "$i" -lt "$k" ]; do
+  eval "p=\\$keep_$i"; fd=$((i + 3))
+  if [ ! -e "$p" ]; then
+    if [ -d "/proc/$$/fd/$fd" ]; then mkdir -p "$p"; else mkdir -p "\${p%/*}"; : > "$p"; fi
+    mount --no-canonicalize --bind "/proc/$$/fd/$fd" "$p"; mount -o remount,bind,ro,nosuid,nodev "$p"
+  fi
+  eval "exec $fd<&-"; i=$((i + 1))
+done
 while [ "$n" -gt 0 ]; do
   if [ -d "$1" ]; then mount -t tmpfs -o ro,nosuid,nodev,noexec,mode=000,size=4k tmpfs "$1"; fi
   shift; n=$((n - 1))
@@ -141,7 +152,7 @@ export class Sandbox {
     switch (spec.language) {
       case 'javascript':
       case 'typescript':
-        runtime = [process.execPath, join(__dirname, 'runtimes', 'js-runner.js'), path, ...(exportName ? [exportName] : [])];
+        runtime = [realpathSync(process.execPath), join(realpathSync(join(__dirname, 'runtimes')), 'js-runner.js'), path, ...(exportName ? [exportName] : [])];
         break;
       case 'python':
         // -I: no user site directory, no PYTHON* variables, no script directory on sys.path.
@@ -186,11 +197,10 @@ export class Sandbox {
       '--uts',
       '--',
     ];
-    const codeRoot = realpathSync(spec.codeRoot);
-    // Never cover what the task runs from: its code, the runtime, the runners.
-    const needed = [codeRoot, process.execPath, __dirname];
-    const hidden = this.hidden.filter((h) => !needed.some((n) => n === h || n.startsWith(`${h}/`)));
-    const args = [...namespaces, '/bin/sh', '-c', SETUP_SCRIPT, 'sandbox', String(s.tmpBytes), codeRoot, String(hidden.length), ...hidden, ...drop, ...limits, ...runtime];
+    // What the task runs from stays visible and is never covered: its code, the runtime, the runners.
+    const keep = [...new Set([realpathSync(spec.codeRoot), realpathSync(process.execPath), realpathSync(join(__dirname, 'runtimes'))])];
+    const hidden = this.hidden.filter((h) => !keep.some((k) => k === h || k.startsWith(`${h}/`)));
+    const args = [...namespaces, '/bin/sh', '-c', SETUP_SCRIPT, 'sandbox', String(s.tmpBytes), String(keep.length), ...keep, String(hidden.length), ...hidden, ...drop, ...limits, ...runtime];
     let child: ChildProcess;
     try {
       child = spawn('unshare', args, { env, cwd: '/', stdio: ['pipe', 'pipe', 'pipe'] });

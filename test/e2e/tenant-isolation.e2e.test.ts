@@ -162,7 +162,10 @@ jobs:
     expect(victim.planted).toEqual([]);
     expect(victim.user_site_enabled).toBe(false);
     expect(victim.usercustomize_loaded).toBe(false);
-    expect(victim.tmp).toEqual(['victim-marker']);
+    // Its own marker, and nothing A wrote (where the code or the runtime lies under /tmp, their path is bound back in too).
+    expect(victim.tmp).toContain('victim-marker');
+    expect(victim.tmp).not.toContain('planted');
+    expect(victim.tmp).not.toContain('.local');
   }, 120_000);
 });
 
