@@ -1,5 +1,5 @@
 import { DuckDBInstance } from '@duckdb/node-api';
-import { mkdtempSync, readdirSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { chmod } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -192,7 +192,7 @@ describe('cryo_ingest: anvil → block-range Parquet → sql', () => {
     expect((await purge(old)).body.deleted).toBe('nothing: it was already purged');
   });
 
-  it('SQL from a DAG cannot read files, write files, loosen its settings or run two statements', async () => {
+  it('SQL from a DAG cannot read files, write files, loosen its settings, run two statements or take the wrapper\'s memory', async () => {
     const probe = (name: string, sql: string) => `  - name: ${name}
     operator: sql
     max_attempts: 1
@@ -207,16 +207,28 @@ ${probe('write_file', "COPY (SELECT 1) TO '/tmp/trace-probe.csv'")}
 ${probe('loosen', 'SET enable_external_access = true')}
 ${probe('two', 'SELECT 1; SELECT 2')}
 ${probe('plain', 'SELECT count(*) AS n FROM input_0')}
+${probe('bomb', 'SELECT count(*) AS n FROM (SELECT list(x) FROM (SELECT unnest(generate_series(1, 1000000000)) x))')}
 `;
+    // The wrapper runs in this process: its memory must stay flat while the bomb runs (ADR 0020).
+    const status = () => readFileSync(`/proc/${trace.child.pid}/status`, 'utf8');
+    const rss = () => Number(/VmRSS:\s+(\d+) kB/.exec(status())![1]) * 1024;
+    const before = rss();
+    let peak = before;
+    const sampler = setInterval(() => (peak = Math.max(peak, rss())), 20);
     expect((await postYaml(trace.baseUrl, '/v1/dags', TOKEN, yaml)).status).toBe(201);
     // Another ingest run re-announces its last range: each probe job gets one task for it.
     const run = (await call(trace.baseUrl, 'POST', '/v1/dags/chain/jobs/ingest/runs', { token: TOKEN })).body.task_id;
     expect((await taskFinished(trace.baseUrl, TOKEN, run, 60_000)).status).toBe('succeeded');
     const errors: Record<string, string> = {};
-    for (const job of ['read_file', 'read_store', 'write_file', 'loosen', 'two', 'plain']) {
+    for (const job of ['read_file', 'read_store', 'write_file', 'loosen', 'two', 'plain', 'bomb']) {
       const [t] = await jobTasksFinished(job);
       errors[job] = t.status === 'succeeded' ? 'succeeded' : t.error;
     }
+    clearInterval(sampler);
+    console.log(`sql memory bomb: wrapper RSS ${Math.round(before / 1e6)} MB before, peak ${Math.round(peak / 1e6)} MB`);
+    expect(peak - before).toBeLessThan(300 * 1024 * 1024);
+    expect(errors.bomb).toMatch(/^sql: the SQL needed more memory than its limit of 1GB: Out of Memory Error/);
+    expect((await call(trace.baseUrl, 'GET', '/health')).status).toBe(200);
     expect(errors.read_file).toMatch(/Permission Error: Cannot access file "\/etc\/passwd"/);
     expect(errors.read_store).toMatch(/Permission Error/);
     // Refused when DuckDB binds it, before it could run.

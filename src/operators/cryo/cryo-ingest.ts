@@ -2,7 +2,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { DuckDBConnection } from '@duckdb/node-api';
 import type { EmittedEvent, OutputRef } from '../../dispatcher/core/task-payload';
-import { lit, openLockedDuckDb } from '../duckdb';
+import { lit, openLockedDuckDb } from '../duckdb/locked-duckdb';
 import { parseRangeKey, rangeKey, type BuiltinOperator, type OperatorContext } from '../operator';
 import { parseCryoConfig, type CryoIngestConfig } from './cryo-config';
 import { JsonRpcClient } from './json-rpc';

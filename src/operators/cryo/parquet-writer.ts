@@ -1,5 +1,5 @@
 import type { DuckDBAppender, DuckDBConnection } from '@duckdb/node-api';
-import { lit } from '../duckdb';
+import { lit } from '../duckdb/locked-duckdb';
 import { SCHEMAS, type CryoColumn, type CryoValue, type Datatype } from './schemas';
 
 function append(appender: DuckDBAppender, column: CryoColumn, value: CryoValue): void {

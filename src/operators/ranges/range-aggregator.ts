@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PARQUET_OPTIONS } from '../cryo/parquet-writer';
-import { lit, openLockedDuckDb } from '../duckdb';
+import { lit, openLockedDuckDb } from '../duckdb/locked-duckdb';
 import { assertOutputLocation, assertReadableKeys, resolveInputKeys } from '../input-files';
 import { rangeKey, type BuiltinOperator, type OperatorContext } from '../operator';
 import { parseAggregatorConfig } from './range-config';

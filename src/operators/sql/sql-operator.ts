@@ -1,10 +1,16 @@
-import { StatementType } from '@duckdb/node-api';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { lit, openLockedDuckDb } from '../duckdb';
+import { runDuckDbJob } from '../duckdb/duckdb-process';
+import { lit } from '../duckdb/locked-duckdb';
 import { PARQUET_OPTIONS } from '../cryo/parquet-writer';
 import { assertOutputLocation, resolveInputKeys } from '../input-files';
 import { rangeKey, type BuiltinOperator } from '../operator';
+
+
+/** DuckDB's memory limit for a `sql` task; its process's address space is capped above it. */
+export const SQL_MEMORY_LIMIT = '1GB';
+/** Most rows one range of a `sql` job may write into a Postgres output (they pass through the wrapper). */
+export const SQL_POSTGRES_MAX_ROWS = 1_000_000;
 
 /**
  * The `sql` operator: a transform written in SQL, run by DuckDB over the files of the task's input
@@ -38,47 +44,38 @@ export const sqlOperator: BuiltinOperator = async (ctx) => {
   }
   // Every input key is checked before anything is read (src/operators/input-files.ts).
   const keys = await resolveInputKeys(ctx, event, 'sql');
-  const duck = await openLockedDuckDb({ threads: 1, memoryLimit: '1GB', allowedDirectories: [ctx.scratchDir] });
-  try {
-    const paths: string[] = [];
-    for (const [i, k] of keys.entries()) {
-      const bytes = await ctx.store.get(k);
-      if (!bytes) throw new Error(`sql: input file ${k} is missing from the object store`);
-      const path = join(ctx.scratchDir, `input-${i}.parquet`);
-      await writeFile(path, bytes);
-      paths.push(path);
-    }
-    // A sub-range of shared files (range_splitter) names the column that selects its rows.
-    const column = event.payload?.range_column;
-    const where = typeof column === 'string' && /^[a-z_][a-z0-9_]{0,62}$/.test(column) ? ` WHERE "${column}" BETWEEN ${BigInt(event.start)} AND ${BigInt(event.end)}` : '';
-    await duck.conn.run(`CREATE VIEW input_${input.input_index} AS SELECT * FROM read_parquet([${paths.map(lit).join(', ')}])${where}`);
-    if (input.input_index !== 0) await duck.conn.run(`CREATE VIEW input_0 AS SELECT * FROM input_${input.input_index}`);
-    const statements = await duck.conn.extractStatements(query);
-    if (statements.count !== 1) throw new Error(`config.sql: must be exactly one statement, got ${statements.count}`);
-    const prepared = await statements.prepare(0);
-    if (prepared.statementType !== StatementType.SELECT) throw new Error('config.sql: must be a SELECT statement');
-    const select = query.trim().replace(/;\s*$/, '');
-    if (key) {
-      const out = join(ctx.scratchDir, 'output.parquet');
-      await duck.conn.run(`COPY (${select}) TO ${lit(out)} (${PARQUET_OPTIONS})`);
-      await ctx.store.putFile(key, out);
-      await ctx.emit([{ output: 0, kind: 'data', ...scope, payload: { key } }]);
-      return;
-    }
-    // A Postgres-backed output: the rows go into the version's table, replacing the range or
-    // appending with unique_key dedupe, in one transaction.
-    const result = await duck.conn.runAndReadAll(select);
-    const columns = result.columnNames().map((name, i) => ({ name, type: result.columnTypes()[i]!.toString() }));
-    const written = await ctx.tables!.write(output.location, columns, result.getRowObjectsJS() as Record<string, unknown>[], {
-      strategy: output.update_strategy,
-      uniqueKey: output.unique_key,
-      rangeColumn: output.cursor ?? undefined,
-      start: event.start,
-      end: event.end,
-    });
-    ctx.log('rows written', { ...written, location: output.location });
-    await ctx.emit([{ output: 0, kind: 'data', ...scope, payload: { rows: written.inserted } }]);
-  } finally {
-    duck.close();
+  const paths: string[] = [];
+  for (const [i, k] of keys.entries()) {
+    const bytes = await ctx.store.get(k);
+    if (!bytes) throw new Error(`sql: input file ${k} is missing from the object store`);
+    const path = join(ctx.scratchDir, `input-${i}.parquet`);
+    await writeFile(path, bytes);
+    paths.push(path);
   }
+  // A sub-range of shared files (range_splitter) names the column that selects its rows.
+  const column = event.payload?.range_column;
+  const where = typeof column === 'string' && /^[a-z_][a-z0-9_]{0,62}$/.test(column) ? ` WHERE "${column}" BETWEEN ${BigInt(event.start)} AND ${BigInt(event.end)}` : '';
+  const setup = [`CREATE VIEW input_${input.input_index} AS SELECT * FROM read_parquet([${paths.map(lit).join(', ')}])${where}`];
+  if (input.input_index !== 0) setup.push(`CREATE VIEW input_0 AS SELECT * FROM input_${input.input_index}`);
+  // The DAG's SQL runs in a DuckDB process of its own, under an address-space limit (ADR 0020).
+  const job = { threads: 1, memoryLimit: SQL_MEMORY_LIMIT, scratchDir: ctx.scratchDir, setup, select: query, userSql: true };
+  if (key) {
+    const out = join(ctx.scratchDir, 'output.parquet');
+    await runDuckDbJob({ ...job, output: { kind: 'copy', path: out, options: PARQUET_OPTIONS } }, ctx.signal, 'sql');
+    await ctx.store.putFile(key, out);
+    await ctx.emit([{ output: 0, kind: 'data', ...scope, payload: { key } }]);
+    return;
+  }
+  // A Postgres-backed output: the rows go into the version's table, replacing the range or
+  // appending with unique_key dedupe, in one transaction.
+  const result = (await runDuckDbJob({ ...job, output: { kind: 'rows', maxRows: SQL_POSTGRES_MAX_ROWS } }, ctx.signal, 'sql'))!;
+  const written = await ctx.tables!.write(output.location, result.columns, result.rows, {
+    strategy: output.update_strategy,
+    uniqueKey: output.unique_key,
+    rangeColumn: output.cursor ?? undefined,
+    start: event.start,
+    end: event.end,
+  });
+  ctx.log('rows written', { ...written, location: output.location });
+  await ctx.emit([{ output: 0, kind: 'data', ...scope, payload: { rows: written.inserted } }]);
 };
