@@ -21,6 +21,8 @@ export interface OutputCaps {
 }
 
 const STDERR_TAIL_CHARS = 8192;
+/** After the code exits, how long its stdout may take to be read to the end (it is already written). */
+const STDOUT_DRAIN_MAX_MS = 60_000;
 
 /**
  * Splits a byte stream into lines without ever holding more than one line of at most `maxLine`
@@ -313,13 +315,15 @@ export class TaskRunner {
 
     const drained = new Promise<void>((resolve) => child.stdout!.once('close', resolve));
     const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
-    // What the code wrote just before it exited is still in the pipe; a stray process holding the
-    // pipe open gets a second, then goes with the sandbox.
-    await Promise.race([drained, new Promise((r) => setTimeout(r, 1000).unref())]);
+    // What the code wrote before it exited may still be in the pipe (or waiting behind the relay's
+    // backpressure): the outcome is decided only once stdout has been read to its end. Whatever the
+    // code left running goes first (its namespace is already gone; without one, its process group),
+    // so nothing else can hold the pipe open; the cap only guards against a platform bug.
+    await proc.release();
+    await Promise.race([drained, new Promise((r) => setTimeout(r, STDOUT_DRAIN_MAX_MS).unref())]);
     clearInterval(poll);
     clearInterval(flusher);
     clearTimeout(overtime);
-    await proc.release();
     await relay;
     if (stopReason) return { outcome: stopReason, pending: [] };
     if (error) return { outcome: 'failed', pending: [], error };

@@ -6,6 +6,7 @@ import { lit, openLockedDuckDb } from '../duckdb/locked-duckdb';
 import { parseRangeKey, rangeKey, type BuiltinOperator, type OperatorContext } from '../operator';
 import { parseCryoConfig, type CryoIngestConfig } from './cryo-config';
 import { JsonRpcClient } from './json-rpc';
+import { assertOutputLocation } from '../input-files';
 import { writeCryoParquet } from './parquet-writer';
 import { blockRow, logRow, num, transactionRow, type CryoValue, type Datatype, type RpcBlock, type RpcLog, type RpcReceipt, type RpcTransaction } from './schemas';
 
@@ -48,6 +49,7 @@ export const cryoIngest: BuiltinOperator = async (ctx) => {
   if (violations.length) throw new Error(violations.map((v) => `config.${v.field}: ${v.reason}`).join('; '));
   for (const o of ctx.payload.outputs) {
     if (o.backend !== 's3' || !o.location) throw new Error(`output ${o.index}: cryo_ingest writes Parquet files: the output needs backend s3 and a current dataset version`);
+    assertOutputLocation(o, ctx.payload.org_id, 'cryo_ingest');
   }
   const { url, headers } = rpcEndpoint(config, ctx.env);
   const rpc = new JsonRpcClient(url, { batchSize: config.batch_size, requestsPerSecond: config.requests_per_second, retries: config.max_retries, timeoutMs: 30_000, signal: ctx.signal }, headers);

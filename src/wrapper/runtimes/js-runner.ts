@@ -31,10 +31,13 @@ async function main(): Promise<void> {
   write({ type: 'done' });
 }
 
+// process.exit() drops what is still queued for a pipe: exit only once the last line is written out.
+const exitAfterFlush = (code: number) => process.stdout.write('', () => process.exit(code));
+
 main().then(
-  () => process.exit(0),
+  () => exitAfterFlush(0),
   (err: Error) => {
     write({ type: 'error', message: err?.message ?? String(err) });
-    process.exit(1);
+    exitAfterFlush(1);
   },
 );
