@@ -73,6 +73,33 @@ class MicroBatch<I, T> {
   }
 }
 
+/** How long a wrapper keeps retrying an answer the dispatcher could not give (it is down, or its database is). */
+export const RETRY_FOR_MS = 30 * 60_000;
+const RETRY_FIRST_MS = 100;
+const RETRY_MAX_MS = 5_000;
+
+/** No answer, or one that says the dispatcher could not decide (5xx): worth asking again. A 4xx is an answer. */
+export function isTransient(err: unknown): boolean {
+  return !(err instanceof DispatcherCallError) || err.status >= 500 || err.status === 429;
+}
+
+/**
+ * Calls `fn` until the dispatcher answers it, accepting or refusing: transient failures are retried
+ * with capped exponential back-off (and jitter) for up to RETRY_FOR_MS, so a dispatcher or database
+ * restart delays a task's completion instead of leaving it to its deadline.
+ */
+export async function untilAnswered<T>(fn: () => Promise<T>, retryForMs = RETRY_FOR_MS): Promise<T> {
+  const giveUpAt = Date.now() + retryForMs;
+  for (let delay = RETRY_FIRST_MS; ; delay = Math.min(RETRY_MAX_MS, delay * 2)) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (!isTransient(err) || Date.now() + delay > giveUpAt) throw err;
+      await new Promise((r) => setTimeout(r, delay / 2 + Math.random() * (delay / 2)));
+    }
+  }
+}
+
 const itemError = (r: ItemResult) => new DispatcherCallError(r.status_code ?? 500, r.error?.code ?? 'http_error', r.error?.message ?? 'failed');
 
 /** The wrapper's side of /internal/*: the platform credential for task-fetch, the attempt token for the rest. */
@@ -124,17 +151,19 @@ export class DispatcherClient {
     return this.fetches.add(taskId);
   }
 
+  /** Events are idempotent by their key: retried until the dispatcher accepts or refuses them. */
   emit(token: string, events: EmittedEvent[]): Promise<{ accepted: number; duplicates: number }> {
-    return this.call('POST', '/internal/events', token, { events });
+    return untilAnswered(() => this.call('POST', '/internal/events', token, { events }));
   }
 
   /**
    * Completions without final events go in batches, one request in flight at a time: those made
-   * while one is in flight go together in the next. With events, each goes alone.
+   * while one is in flight go together in the next. With events, each goes alone. A completion is
+   * idempotent by its attempt, so it is retried until the dispatcher accepts or refuses it.
    */
   complete(token: string, status: Outcome, events: EmittedEvent[], error?: string): Promise<{ status: string }> {
-    if (events.length === 0) return this.completions.add({ token, status, error });
-    return this.call('POST', '/internal/task-complete', token, { status, events, ...(error ? { error } : {}) });
+    if (events.length === 0) return untilAnswered(() => this.completions.add({ token, status, error }));
+    return untilAnswered(() => this.call('POST', '/internal/task-complete', token, { status, events, ...(error ? { error } : {}) }));
   }
 
   readState<T>(token: string): Promise<{ state: T | null; version: number }> {
