@@ -82,10 +82,17 @@ export const rangeAggregator: BuiltinOperator = async (ctx) => {
     const others = win.parts.filter((p) => !(p.start === start && p.end === end));
     act = { parts: win.parts };
     if (event.kind === 'invalidation') {
-      win.parts = others;
-      if (win.emitted) {
-        win.withdrawn = { fingerprint: win.emitted.fingerprint, by: me };
-        win.emitted = undefined;
+      // An invalidation names the revision that replaces what it invalidates (its cursor: cryo_ingest
+      // invalidates a re-ingested range under the new chain's hash, and emits the new data beside it).
+      // It withdraws every other revision of the range, never that one: the new data may have been
+      // recorded already, since the two events' tasks run in either order (ADR 0022).
+      const stale = win.parts.some((p) => p.start === start && p.end === end && (event.cursor === null || p.cursor !== event.cursor));
+      if (stale) {
+        win.parts = others;
+        if (win.emitted) {
+          win.withdrawn = { fingerprint: win.emitted.fingerprint, by: me };
+          win.emitted = undefined;
+        }
       }
       if (win.withdrawn?.by === me) act.withdraw = win.withdrawn.fingerprint;
     } else {
