@@ -144,4 +144,39 @@ describe('cryo_ingest reorgs', () => {
     conn.closeSync();
     duck.closeSync();
   }, 300_000);
+
+  it('a reorg onto a shorter chain retracts what it no longer confirms, two levels down, until it is confirmed again', async () => {
+    await settled('chain');
+    const snapshot = await anvil.rpc<string>('evm_snapshot', []);
+    const base = await head(); // about 1700: safe about 1600, written up to 1499
+    await generateTraffic(anvil, base + 400, 30); // safe about 2000
+    await runIngest('chain');
+    await settled('chain');
+    const extra = ['1500_1749', '1750_1999'];
+    for (const d of ['chain_blocks', 'chain_l1', 'chain_l2']) expect((await ranges(d)).slice(-2)).toEqual(extra);
+
+    // Back to the shorter chain: blocks 1500..1999 do not exist on it.
+    expect(await anvil.rpc<boolean>('evm_revert', [snapshot])).toBe(true);
+    expect(await head()).toBe(base);
+    const t = await runIngest('chain');
+    const retracted = t.events.filter((e) => e.kind === 'invalidation' && e.cursor === null).map((e) => `${e.start}_${e.end}`);
+    expect(retracted.sort()).toEqual([...extra, ...extra, ...extra].sort()); // blocks, transactions, logs
+    const tasks = await settled('chain');
+    expect(tasks.filter((x) => x.status !== 'succeeded')).toEqual([]);
+    // Gone from the current version of every dataset, ingest-level and derived.
+    for (const d of ['chain_blocks', 'chain_transactions', 'chain_logs', 'chain_l1', 'chain_l2']) {
+      expect([d, (await ranges(d)).filter((r) => extra.includes(r))]).toEqual([d, []]);
+    }
+
+    // A different chain grows past the old height: the ranges are confirmed again, with its content,
+    // and every dataset equals a fresh ingest of the final chain.
+    await generateTraffic(anvil, base + 420, 45);
+    await runIngest('chain');
+    await settled('chain');
+    expect((await ranges('chain_blocks')).slice(-2)).toEqual(extra);
+    expect((await postYaml(trace.baseUrl, '/v1/dags', TOKEN, dag('final', anvil.url))).status).toBe(201);
+    await runIngest('final');
+    await settled('final');
+    for (const d of ['blocks', 'transactions', 'logs', 'l1', 'l2']) expect([d, await digest(`chain_${d}`)]).toEqual([d, await digest(`final_${d}`)]);
+  }, 300_000);
 });

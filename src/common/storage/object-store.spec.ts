@@ -17,6 +17,12 @@ describe('LocalObjectStore', () => {
     expect((await store.get('org/o/dataset/d/version/v/0_999.parquet'))!.toString()).toBe('two');
     expect(await store.get('org/o/dataset/d/version/v/5_6.parquet')).toBeUndefined();
     expect(await store.list('org/o/dataset/other/')).toEqual([]);
+    expect(await store.exists('org/o/dataset/d/version/v/0_999.parquet')).toBe(true);
+    expect(await store.exists('org/o/dataset/d/version/v/5_6.parquet')).toBe(false);
+    await store.delete('org/o/dataset/d/version/v/0_999.parquet');
+    await store.delete('org/o/dataset/d/version/v/0_999.parquet'); // nothing there: no error
+    expect(await store.exists('org/o/dataset/d/version/v/0_999.parquet')).toBe(false);
+    await store.putFile('org/o/dataset/d/version/v/0_999.parquet', src);
     expect(await store.deletePrefix('org/o/dataset/d/version/v/')).toBe(2);
     expect(await store.list('org/o/')).toEqual([]);
   });

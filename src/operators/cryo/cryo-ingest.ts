@@ -144,6 +144,10 @@ class Ingest {
     if (!last) return;
     last.lastHash = await this.storedLastHash(last);
     this.ctx.log('resuming', { after_block: last.end, ranges_present: this.written.length });
+    // Only a range the chain still has is announced again; one it no longer has is re-ingested or
+    // retracted by the reorg check before the run ends.
+    const tip = await this.rpc.call<RpcBlock | null>('eth_getBlockByNumber', [hex(last.end), false]);
+    if (tip?.hash !== last.lastHash) return;
     const events = this.outputs.map((o) => this.event(o.index, 'data', last, last.lastHash));
     await this.ctx.emit(events);
   }
@@ -189,10 +193,26 @@ class Ingest {
     const replaced = this.written.splice(keep);
     this.ctx.log('reorg: re-ingesting ranges', { ranges: replaced.map((r) => `${r.start}_${r.end}`) });
     for (const r of replaced) {
-      if (r.end > safe) break; // not yet confirmed on the new chain: the main loop takes it when it is
+      if (r.end > safe) {
+        // Not confirmed on the new chain (it may be shorter than what was written): retracted until
+        // it is. The main loop ingests it again once it is confirmed.
+        await this.retract(r);
+        continue;
+      }
       const chunk = await this.fetch(r);
       await this.write(chunk, true);
     }
+  }
+
+  /**
+   * Removes a range from the current version of every output and announces it with an
+   * invalidation that names no revision (a retraction, ADR 0022): its files are deleted first, so
+   * a consumer that re-derives the range from its input finds it gone.
+   */
+  private async retract(range: Range): Promise<void> {
+    for (const o of this.outputs) await this.ctx.store.delete(rangeKey(o.location!, range.start, range.end));
+    this.ctx.log('range retracted', { start: range.start, end: range.end });
+    await this.ctx.emit(this.outputs.map((o) => this.event(o.index, 'invalidation', range, undefined)));
   }
 
   /** After the last range of a run: is its last block still canonical? If not, re-ingest. */

@@ -4,13 +4,18 @@ import { runDuckDbJob } from '../duckdb/duckdb-process';
 import { lit } from '../duckdb/locked-duckdb';
 import { PARQUET_OPTIONS } from '../cryo/parquet-writer';
 import { assertOutputLocation, resolveInputKeys } from '../input-files';
-import { rangeKey, type BuiltinOperator } from '../operator';
+import { rangeKey, type BuiltinOperator, type OperatorContext } from '../operator';
 
 
 /** DuckDB's memory limit for a `sql` task; its process's address space is capped above it. */
 export const SQL_MEMORY_LIMIT = '1GB';
 /** Most rows one range of a `sql` job may write into a Postgres output (they pass through the wrapper). */
 export const SQL_POSTGRES_MAX_ROWS = 1_000_000;
+
+async function allPresent(ctx: OperatorContext, keys: string[]): Promise<boolean> {
+  for (const k of keys) if (!(await ctx.store.exists(k))) return false;
+  return true;
+}
 
 /**
  * The `sql` operator: a transform written in SQL, run by DuckDB over the files of the task's input
@@ -38,12 +43,24 @@ export const sqlOperator: BuiltinOperator = async (ctx) => {
   if (event.start === null || event.end === null) throw new Error('sql: the input event must cover a block range (start/end)');
   const scope = { start: event.start, end: event.end, ...(event.cursor ? { cursor: event.cursor } : {}) };
   const key = output.backend === 's3' ? rangeKey(output.location, event.start, event.end) : undefined;
+  // The range's output is a function of its input as it is now (ADR 0022): the files the event
+  // names, checked before anything is read (src/operators/input-files.ts). An invalidation counts
+  // only when it names files itself (a re-ingested or retracted range); a window's withdrawal names none.
+  const named = event.kind === 'data' || typeof event.payload?.key === 'string' || Array.isArray(event.payload?.files);
+  const keys = named ? await resolveInputKeys(ctx, event, 'sql') : [];
+  if (keys.length > 0 && !(await allPresent(ctx, keys))) {
+    // The input range is gone (retracted by a reorg onto a shorter chain, after this event was
+    // sent): so is its output, and downstream hears of it as a retraction (no cursor).
+    if (key) await ctx.store.delete(key);
+    else if (output.cursor) await ctx.tables!.retract(output.location, output.cursor, event.start, event.end);
+    ctx.log('input range gone: output range removed', { start: event.start, end: event.end });
+    await ctx.emit([{ output: 0, kind: 'invalidation', start: event.start, end: event.end, ...(key ? { payload: { key } } : {}) }]);
+    return;
+  }
   if (event.kind === 'invalidation') {
     await ctx.emit([{ output: 0, kind: 'invalidation', ...scope, ...(key ? { payload: { key } } : {}) }]);
     return;
   }
-  // Every input key is checked before anything is read (src/operators/input-files.ts).
-  const keys = await resolveInputKeys(ctx, event, 'sql');
   const paths: string[] = [];
   for (const [i, k] of keys.entries()) {
     const bytes = await ctx.store.get(k);

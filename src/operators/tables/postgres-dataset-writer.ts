@@ -48,6 +48,16 @@ export interface WriteScope {
 export class PostgresDatasetWriter {
   constructor(private readonly db: DataSource) {}
 
+  /** Removes a range's rows (by the output's cursor column) from a version's table, if it has one yet. */
+  async retract(location: string, rangeColumn: string, start: string | number, end: string | number): Promise<number> {
+    const { schema, table } = parseLocation(location);
+    const target = `"${schema}"."${table}"`;
+    const [found] = (await this.db.query(`SELECT to_regclass($1) IS NOT NULL AS present`, [target])) as { present: boolean }[];
+    if (!found?.present) return 0;
+    const res = (await this.db.query(`DELETE FROM ${target} WHERE ${ident(rangeColumn)} BETWEEN $1 AND $2`, [start, end])) as [unknown[], number];
+    return res[1] ?? 0;
+  }
+
   async write(location: string, columns: ResultColumn[], rows: Record<string, unknown>[], scope: WriteScope): Promise<{ inserted: number; deleted: number }> {
     const { schema, table } = parseLocation(location);
     const target = `"${schema}"."${table}"`;
