@@ -1,5 +1,5 @@
 import { ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { realpathSync } from 'node:fs';
+import { accessSync, constants, realpathSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { isAbsolute, join, relative, resolve } from 'node:path';
 import { PYTHON_RUNNER } from './runtimes/python-runner';
@@ -59,25 +59,41 @@ export class SandboxUnavailable extends Error {}
 
 const SAFE_PATH = '/usr/local/bin:/usr/bin:/bin';
 
+/** A program's absolute path on SAFE_PATH: privileged steps are never found through a PATH the task could set. */
+function tool(name: string): string {
+  for (const dir of SAFE_PATH.split(':')) {
+    const p = join(dir, name);
+    try {
+      accessSync(p, constants.X_OK);
+      return p;
+    } catch {
+      // not here
+    }
+  }
+  throw new Error(`the sandbox needs ${name} on ${SAFE_PATH}`);
+}
+
 /** Where every wrapper on the host leases its tasks' uids (root only; a tmpfs, empty after a reboot). */
 export const SANDBOX_LEASE_DIR = '/run/trace-sandbox/uids';
 
 /**
- * Runs inside the new mount namespace, as root of its namespaces, before the code: every mount
- * is made read-only (keeping the flags a user namespace may not drop), the task gets its own
- * /tmp, /var/tmp and /dev/shm, what the task runs from (its code root, the runtime, the runners)
- * stays visible and read-only even where it lies under one of those — bound back from the shell's
- * descriptor of it, which mount must not canonicalize into the new, empty directory — and the
- * hidden directories are covered by empty read-only mounts.
+ * Runs inside the new mount namespace, as root of its namespaces, before the code, with an
+ * environment of its own (PATH and LANG only: nothing the task's slot sets reaches a privileged
+ * step). It makes every mount read-only (keeping the flags a user namespace may not drop), gives
+ * the task its own /tmp, /var/tmp, /dev/shm and pseudo-terminals, covers the hidden directories
+ * with empty mounts, and binds back what the task runs from (code root, runtime, runners) where a
+ * cover or a private /tmp hid it — from descriptors opened before, which mount must not
+ * canonicalize into the new, empty directory. Last, it reads the task's environment from fd 3
+ * into the `env -i` of the final command, after every privileged step (ADR 0020).
  * Fails closed: a mount that cannot be made read-only stops the task.
  * Arguments: tmp size, the number of kept paths, the kept paths, the number of hidden paths, the
- * hidden paths, then the command.
+ * hidden paths, then the command, whose `__TRACE_ENV__` marks where the environment goes.
  */
 const SETUP_SCRIPT = `set -eu
 tmp_size=$1; k=$2; shift 2
 i=0
 while [ "$i" -lt "$k" ]; do
-  eval "keep_$i=\\$1"; eval "exec $((i + 3))<\\"\\$1\\""; shift; i=$((i + 1))
+  eval "keep_$i=\\$1"; eval "exec $((i + 4))<\\"\\$1\\""; shift; i=$((i + 1))
 done
 n=$1; shift
 while read -r _ _ _ _ mp opts _; do
@@ -88,40 +104,76 @@ done < /proc/self/mountinfo
 for d in /tmp /var/tmp /dev/shm; do
   if [ -d "$d" ]; then mount -t tmpfs -o "mode=1777,nosuid,nodev,size=$tmp_size" tmpfs "$d"; fi
 done
+if [ -d /dev/pts ]; then
+  mount -t devpts -o newinstance,ptmxmode=0666,mode=0620,max=16 devpts /dev/pts
+  mount --bind /dev/pts/ptmx /dev/ptmx
+fi
+covers=''; j=0
+while [ "$j" -lt "$n" ]; do
+  eval "h=\\$1"; shift; j=$((j + 1))
+  if [ -d "$h" ]; then mount -t tmpfs -o nosuid,nodev,noexec,mode=0711,size=64k tmpfs "$h"; covers="$covers $j"; eval "cover_$j=\\$h"; fi
+done
 i=0
 while [ "$i" -lt "$k" ]; do
-  eval "p=\\$keep_$i"; fd=$((i + 3))
+  eval "p=\\$keep_$i"; fd=$((i + 4))
   if [ ! -e "$p" ]; then
     if [ -d "/proc/$$/fd/$fd" ]; then mkdir -p "$p"; else mkdir -p "\${p%/*}"; : > "$p"; fi
     mount --no-canonicalize --bind "/proc/$$/fd/$fd" "$p"; mount -o remount,bind,ro,nosuid,nodev "$p"
   fi
   eval "exec $fd<&-"; i=$((i + 1))
 done
-while [ "$n" -gt 0 ]; do
-  if [ -d "$1" ]; then mount -t tmpfs -o ro,nosuid,nodev,noexec,mode=000,size=4k tmpfs "$1"; fi
-  shift; n=$((n - 1))
+for j in $covers; do eval "h=\\$cover_$j"; mount -o remount,bind,ro,nosuid,nodev,noexec "$h"; done
+for a in "$@"; do
+  shift
+  if [ "$a" = __TRACE_ENV__ ]; then
+    while IFS= read -r line <&3; do
+      v=$(printf '%s' "\${line#*=}" | base64 -d; printf x); set -- "$@" "\${line%%=*}=\${v%x}"
+    done
+  else
+    set -- "$@" "$a"
+  fi
 done
+exec 3<&-
 unset PWD OLDPWD
 exec "$@"`;
 
 /** Can this process create the namespaces a mode needs? Asked once, at start-up. */
 function canUnshare(userns: boolean): boolean {
-  const args = [...(userns ? ['--user', '--map-root-user'] : []), '--mount', '--pid', '--fork', '--net', '--ipc', '--uts', '--', 'true'];
-  const r = spawnSync('unshare', args, { stdio: 'ignore', timeout: 10_000 });
+  const args = [...(userns ? ['--user', '--map-root-user'] : []), '--mount', '--pid', '--fork', '--net', '--ipc', '--uts', '--', tool('true')];
+  const r = spawnSync(tool('unshare'), args, { stdio: 'ignore', timeout: 10_000, env: { PATH: SAFE_PATH } });
   return r.status === 0;
 }
 
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
 export class Sandbox {
   readonly mode: SandboxMode | 'unavailable';
+  /**
+   * Whether this wrapper may run only one org's user code: without namespaces, or in a user
+   * namespace that keeps the wrapper's supplementary groups (a user namespace cannot drop them, and
+   * a group such as `docker` would open other tenants' data).
+   */
+  readonly singleTenant: boolean;
   private readonly uids?: UidPool;
   private readonly hidden: string[];
+  private readonly tools: Record<'unshare' | 'setpriv' | 'prlimit' | 'env' | 'sh' | 'python3', string>;
 
   constructor(private readonly settings: SandboxSettings) {
     const root = process.getuid?.() === 0;
     this.mode = Sandbox.resolveMode(settings.mode, root);
+    const groups = (process.getgroups?.() ?? []).filter((g) => g !== process.getegid?.());
+    this.singleTenant = this.mode === 'none' || (this.mode === 'userns' && groups.length > 0);
     if (this.mode === 'isolated') this.uids = new UidPool(settings.uidBase, settings.uidCount, settings.leaseDir);
     // The wrapper's own home holds nothing user code may read either (its npm cache, keys, …).
     this.hidden = [...new Set([...settings.hiddenPaths, homedir(), settings.leaseDir].filter((p) => p && p !== '/'))];
+    const optional = (name: string) => {
+      try {
+        return tool(name);
+      } catch {
+        return name; // only needed by Python tasks: they fail with the reason if it is missing
+      }
+    };
+    this.tools = { unshare: tool('unshare'), setpriv: tool('setpriv'), prlimit: tool('prlimit'), env: tool('env'), sh: tool('sh'), python3: optional('python3') };
   }
 
   private static resolveMode(requested: SandboxSettings['mode'], root: boolean): SandboxMode | 'unavailable' {
@@ -148,6 +200,7 @@ export class Sandbox {
     }
     const [file, exportName] = spec.entryPoint.split('#') as [string, string | undefined];
     const path = resolveInside(spec.codeRoot, file);
+    const t = this.tools;
     let runtime: string[];
     switch (spec.language) {
       case 'javascript':
@@ -156,7 +209,7 @@ export class Sandbox {
         break;
       case 'python':
         // -I: no user site directory, no PYTHON* variables, no script directory on sys.path.
-        runtime = ['python3', '-I', '-c', PYTHON_RUNNER, path, ...(exportName ? [exportName] : [])];
+        runtime = [t.python3, '-I', '-c', PYTHON_RUNNER, path, ...(exportName ? [exportName] : [])];
         break;
       case 'rust':
         runtime = [path]; // a compiled binary that speaks the protocol itself
@@ -164,7 +217,7 @@ export class Sandbox {
     }
     const s = this.settings;
     const limits = [
-      'prlimit',
+      t.prlimit,
       `--as=${s.memoryBytes}`,
       `--nofile=${s.maxOpenFiles}`,
       `--nproc=${s.maxProcesses}`,
@@ -173,16 +226,21 @@ export class Sandbox {
       '--core=0',
       '--',
     ];
-    const env = { PATH: SAFE_PATH, LANG: 'C.UTF-8', HOME: '/tmp', TMPDIR: '/tmp', ...spec.env };
+    const env: Record<string, string> = { PATH: SAFE_PATH, LANG: 'C.UTF-8', HOME: '/tmp', TMPDIR: '/tmp', ...spec.env };
+    const bad = Object.keys(env).find((k) => !ENV_NAME.test(k));
+    if (bad !== undefined) throw new Error(`environment variable name ${JSON.stringify(bad)} is not allowed (letters, digits and _)`);
     if (this.mode === 'none') {
+      // Nothing privileged runs here: the limits' own step is the code's, as the wrapper's user.
       const child = spawn(limits[0]!, [...limits.slice(1), ...runtime], { env, cwd: '/', stdio: ['pipe', 'pipe', 'pipe'], detached: true });
       return { child, uid: process.getuid?.() ?? -1, release: async () => killGroup(child) };
     }
     const uid = this.uids ? await this.uids.acquire() : (process.getuid?.() ?? -1);
+    // --pdeathsig: changing uid clears a parent-death signal, so it is set again after the change;
+    // the code (pid 1 of its namespace) then dies with the unshare that holds it, and all it started with it.
     const drop =
       this.mode === 'isolated'
-        ? ['setpriv', `--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', '--no-new-privs', '--inh-caps=-all', '--bounding-set=-all', '--']
-        : ['setpriv', '--no-new-privs', '--inh-caps=-all', '--bounding-set=-all', '--'];
+        ? [t.setpriv, `--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', '--no-new-privs', '--inh-caps=-all', '--bounding-set=-all', '--pdeathsig=KILL', '--']
+        : [t.setpriv, '--no-new-privs', '--inh-caps=-all', '--bounding-set=-all', '--pdeathsig=KILL', '--'];
     const namespaces = [
       ...(this.mode === 'userns' ? ['--user', '--map-root-user'] : []),
       '--mount',
@@ -197,17 +255,42 @@ export class Sandbox {
       '--uts',
       '--',
     ];
-    // What the task runs from stays visible and is never covered: its code, the runtime, the runners.
+    // What the task runs from stays visible (bound back, read-only, where a cover or /tmp hides it).
     const keep = [...new Set([realpathSync(spec.codeRoot), realpathSync(process.execPath), realpathSync(join(__dirname, 'runtimes'))])];
-    const hidden = this.hidden.filter((h) => !keep.some((k) => k === h || k.startsWith(`${h}/`)));
-    const args = [...namespaces, '/bin/sh', '-c', SETUP_SCRIPT, 'sandbox', String(s.tmpBytes), String(keep.length), ...keep, String(hidden.length), ...hidden, ...drop, ...limits, ...runtime];
+    const args = [
+      // unshare itself dies with the wrapper, and so, through --kill-child, does the task.
+      '--pdeathsig=KILL',
+      '--',
+      t.unshare,
+      ...namespaces,
+      t.sh,
+      '-c',
+      SETUP_SCRIPT,
+      'sandbox',
+      String(s.tmpBytes),
+      String(keep.length),
+      ...keep,
+      String(this.hidden.length),
+      ...this.hidden,
+      ...drop,
+      ...limits,
+      t.env,
+      '-i',
+      '__TRACE_ENV__',
+      ...runtime,
+    ];
     let child: ChildProcess;
     try {
-      child = spawn('unshare', args, { env, cwd: '/', stdio: ['pipe', 'pipe', 'pipe'] });
+      // Its own session (no controlling terminal to inject keystrokes into), and an environment of
+      // our own: the task's variables reach only its last exec, through fd 3.
+      child = spawn(t.setpriv, args, { env: { PATH: SAFE_PATH, LANG: 'C.UTF-8' }, cwd: '/', stdio: ['pipe', 'pipe', 'pipe', 'pipe'], detached: true });
     } catch (err) {
       await this.uids?.release(uid);
       throw err;
     }
+    const envPipe = child.stdio[3] as NodeJS.WritableStream;
+    envPipe.on('error', () => undefined); // a process that died before reading it
+    envPipe.end(Object.entries(env).map(([k, v]) => `${k}=${Buffer.from(v).toString('base64')}\n`).join(''));
     return {
       child,
       uid,

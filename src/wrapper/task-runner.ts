@@ -201,11 +201,13 @@ export class TaskRunner {
     token: string,
   ): Promise<{ outcome: 'succeeded' | 'failed' | 'canceled' | 'stopped'; pending: EmittedEvent[]; error?: string }> {
     const sandbox = this.options.sandbox;
-    if (sandbox.mode === 'none') {
-      // Without namespaces nothing separates two orgs' code on this wrapper: it serves one org.
+    if (sandbox.singleTenant) {
+      // Nothing separates two orgs' code on this wrapper (no namespaces, or a user namespace that
+      // keeps the wrapper's supplementary groups): it serves one org.
       this.tenant ??= payload.org_id;
       if (this.tenant !== payload.org_id) {
-        return { outcome: 'failed', pending: [], error: 'this wrapper runs user code without a sandbox (TRACE_SANDBOX=none) and already serves another org; give each org its own wrapper or run it with namespaces' };
+        const why = sandbox.mode === 'none' ? 'without a sandbox (TRACE_SANDBOX=none)' : 'in a user namespace that keeps the wrapper\'s supplementary groups';
+        return { outcome: 'failed', pending: [], error: `this wrapper runs user code ${why} and already serves another org; give each org its own wrapper or run it with namespaces and no supplementary groups` };
       }
     }
     const env = { ...(payload.slot?.env ?? {}), ...(payload.slot?.secret_env ?? {}) };

@@ -1,4 +1,4 @@
-import { mkdir, open, readFile, unlink } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 
 /**
@@ -26,6 +26,12 @@ export class UidPool {
       const uid = this.base + ((this.next + tried) % this.count);
       if (this.mine.has(uid)) continue;
       if (await this.lease(uid)) {
+        // A process of this uid still running (a task of a wrapper with another lease directory, or
+        // one a crash left behind) makes it busy: leave the lease to it and take the next uid.
+        if (await runsProcesses(uid)) {
+          await unlink(join(this.dir, String(uid))).catch(() => undefined);
+          continue;
+        }
         this.next = (uid - this.base + 1) % this.count;
         this.mine.add(uid);
         return uid;
@@ -57,6 +63,16 @@ export class UidPool {
     }
     return false;
   }
+}
+
+/** Is any process on the host running as `uid`? (Its /proc entry belongs to its uid.) */
+async function runsProcesses(uid: number): Promise<boolean> {
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const owner = await stat(`/proc/${entry}`).then((s) => s.uid, () => undefined);
+    if (owner === uid) return true;
+  }
+  return false;
 }
 
 function alive(pid: number): boolean {

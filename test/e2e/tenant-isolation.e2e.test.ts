@@ -167,6 +167,39 @@ jobs:
     expect(victim.tmp).not.toContain('planted');
     expect(victim.tmp).not.toContain('.local');
   }, 120_000);
+
+  it('an org\'s slot environment reaches only its own code, never the steps that build the sandbox', async () => {
+    // PATH and LD_PRELOAD set by the org: were they given to unshare, mount or setpriv (which run
+    // with privileges), the task would not start at all, or would run their code outside.
+    expect(
+      (
+        await postYaml(
+          url,
+          '/v1/dags',
+          attackerToken,
+          `name: env_probe
+worker_pools:
+  - name: evil
+    slots: [{env: {PATH: "/nonexistent", LD_PRELOAD: "/nonexistent/preload.so", LD_LIBRARY_PATH: "/nonexistent"}}]
+jobs:
+  - name: probe
+    operator: user
+    language: javascript
+    entry_point: probe.js
+    worker_pool: evil
+    max_attempts: 1
+    config: {internal_url: "http://127.0.0.1:9"}
+    outputs: [{backend: s3, update_strategy: replace}]
+`,
+        )
+      ).status,
+    ).toBe(201);
+    const done = await taskFinished(url, attackerToken, (await call(url, 'POST', '/v1/dags/env_probe/jobs/probe/runs', { token: attackerToken })).body.task_id);
+    expect([done.status, done.error]).toEqual(['succeeded', null]);
+    const report = done.events[0].payload;
+    expect(report.env_keys).toEqual(['HOME', 'LANG', 'LD_LIBRARY_PATH', 'LD_PRELOAD', 'PATH', 'TMPDIR']);
+    if (mode === 'isolated') expect(report.uid).toBeGreaterThanOrEqual(200000);
+  }, 120_000);
 });
 
 /** Without namespaces (TRACE_SANDBOX=none, chosen explicitly) a wrapper runs one org's code only. */

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { call } from '../support/http';
 import { postYaml } from '../support/org-fixture';
@@ -5,9 +6,20 @@ import { createTestDatabase } from '../support/shared-postgres';
 import { taskFinished } from '../support/tasks';
 import { join } from 'node:path';
 import { startTrace, type TraceProcess } from '../support/trace-process';
+import { waitFor } from '../support/wait-for';
 
 const TOKEN = 'trc_outputcapsplatformadmin000000000';
 const CODE_ROOT = join(__dirname, '..', 'fixtures', 'code');
+
+/** Whether a process whose command line names `what` runs on the host. */
+const running = (what: string) => {
+  try {
+    execFileSync('pgrep', ['-f', what]);
+    return true;
+  } catch {
+    return false;
+  }
+};
 
 const rssBytes = (pid: number) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
 
@@ -75,5 +87,7 @@ ${job('line50', 'javascript', 'flood.js', '{mb: 50}')}${job('line1g', 'javascrip
     expect(done.status).toBe('failed');
     expect(Date.now() - started).toBeLessThan(15_000);
     expect(JSON.stringify(done)).toMatch(/deadline|timed_out/);
+    // Killed means gone: nothing of the task is left running on the host.
+    await waitFor(() => (running('hog.py') ? undefined : true), 'the killed task to be gone', 5_000);
   });
 });

@@ -19,7 +19,8 @@ async function run(job: DuckDbJob): Promise<DuckDbReply> {
       const prepared = await statements.prepare(0);
       if (prepared.statementType !== StatementType.SELECT) throw new Error('config.sql: must be a SELECT statement');
     }
-    const select = job.select.trim().replace(/;\s*$/, '');
+    // No trailing `;`, and a newline so that a trailing `--` comment cannot swallow what wraps it.
+    const select = `${job.select.trim().replace(/;(\s*--[^\n]*)*\s*$/, '')}\n`;
     if (job.output.kind === 'copy') {
       await duck.conn.run(`COPY (${select}) TO ${lit(job.output.path)} (${job.output.options})`);
       return { kind: 'done' };
