@@ -28,8 +28,14 @@ jobs:
     inputs: [{from: {job: ingest, output: 0}}]
     config: {sql: "SELECT block_number, count(*) AS logs FROM input_0 GROUP BY block_number"}
     outputs: [{backend: postgres, update_strategy: replace, cursor: block_number}]
+  - name: appended_by_block
+    operator: sql
+    inputs: [{from: {job: ingest, output: 0}}]
+    config: {sql: "SELECT block_number, log_index, data FROM input_0"}
+    outputs: [{backend: postgres, update_strategy: append, unique_key: [block_number, log_index], cursor: block_number}]
 publish:
   - {job: appended, output_index: 0, dataset_name: appended_logs}
+  - {job: appended_by_block, output_index: 0, dataset_name: appended_logs_by_block}
   - {job: replaced, output_index: 0, dataset_name: logs_per_block}
 `;
 
@@ -97,5 +103,25 @@ describe('Postgres-backed outputs: append dedupes by unique_key, replace rewrite
     const appendTasks = (await api('GET', '/v1/tasks?dag=tables&job=appended&limit=1000')).body as { id: string }[];
     const rowsEmitted = (await Promise.all(appendTasks.map(async (t) => (await api('GET', `/v1/tasks/${t.id}`)).body.events))).flat().map((e: { payload: { rows: number } }) => e.payload.rows);
     expect(rowsEmitted.reduce((s: number, n: number) => s + n, 0)).toBe(chain.length);
+  }, 240_000);
+
+  it('after a reorg, an append output with a cursor column holds exactly the new chain\'s rows; replace too', async () => {
+    const accounts = await anvil.rpc<string[]>('eth_accounts');
+    // Replace blocks 800..999 with blocks of plain transfers: their logs are gone from the chain.
+    const before = (await anvil.rpc<{ hash: string }>('eth_getBlockByNumber', ['0x3e7', false])).hash;
+    await anvil.rpc('anvil_reorg', [200, [[{ from: accounts[1], to: accounts[2], value: '0x5' }, 10]]]);
+    expect((await anvil.rpc<{ hash: string }>('eth_getBlockByNumber', ['0x3e7', false])).hash).not.toBe(before);
+    // The ingest keeps only logs: it knows the range changed from the hash its files were written with.
+    const run = await runSource(trace.baseUrl, TOKEN, 'tables', 'ingest');
+    expect(run.events.map((e: { kind: string; start: string; end: string }) => `${e.kind} ${e.start}_${e.end}`)).toEqual(['invalidation 750_999', 'data 750_999']);
+    const tasks = await dagSettled(trace.baseUrl, TOKEN, 'tables');
+    expect(tasks.filter((t) => t.status !== 'succeeded')).toEqual([]);
+    const chain = await anvil.rpc<{ blockNumber: string; logIndex: string; data: string }[]>('eth_getLogs', [{ fromBlock: '0x0', toBlock: '0x3e7' }]);
+    const rows = await db.query(`SELECT block_number::int AS b, log_index::int AS i FROM ${await table('appended_logs_by_block')} ORDER BY 1, 2`);
+    expect(rows.rows).toEqual(chain.map((l) => ({ b: Number.parseInt(l.blockNumber, 16), i: Number.parseInt(l.logIndex, 16) })).sort((x, y) => x.b - y.b || x.i - y.i));
+    const perBlock = new Map<number, number>();
+    for (const l of chain) perBlock.set(Number.parseInt(l.blockNumber, 16), (perBlock.get(Number.parseInt(l.blockNumber, 16)) ?? 0) + 1);
+    const r = await db.query(`SELECT block_number::int AS block, logs::int AS logs FROM ${await table('logs_per_block')} ORDER BY 1`);
+    expect(r.rows).toEqual([...perBlock.entries()].sort((x, y) => x[0] - y[0]).map(([block, logs]) => ({ block, logs })));
   }, 240_000);
 });

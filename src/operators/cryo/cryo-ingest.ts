@@ -7,7 +7,7 @@ import { parseRangeKey, rangeKey, type BuiltinOperator, type OperatorContext } f
 import { parseCryoConfig, type CryoIngestConfig } from './cryo-config';
 import { JsonRpcClient } from './json-rpc';
 import { assertOutputLocation } from '../input-files';
-import { writeCryoParquet } from './parquet-writer';
+import { LAST_BLOCK_HASH_KEY, writeCryoParquet } from './parquet-writer';
 import { blockRow, logRow, num, transactionRow, type CryoValue, type Datatype, type RpcBlock, type RpcLog, type RpcReceipt, type RpcTransaction } from './schemas';
 
 /** How long before its deadline a following run stops, so it completes in time. */
@@ -160,21 +160,25 @@ class Ingest {
     return { start, end: end_block === undefined ? end : Math.min(end, end_block) };
   }
 
-  /** The last block hash of a written range, read back from its blocks file (when blocks is an output), else from the chain. */
-  private async storedLastHash(range: Range): Promise<string> {
-    const i = this.config.datatypes.indexOf('blocks');
-    if (i >= 0) {
-      const bytes = await this.ctx.store.get(rangeKey(this.outputs[i]!.location!, range.start, range.end));
-      if (bytes) {
-        const path = join(this.ctx.scratchDir, `read-${this.fileSeq++}.parquet`);
-        await writeFile(path, bytes);
-        const r = await this.conn.runAndReadAll(`SELECT '0x' || lower(hex(block_hash)) AS h FROM read_parquet(${lit(path)}) WHERE block_number = ${range.end}`);
-        const h = r.getRowObjectsJS()[0]?.h;
-        if (typeof h === 'string') return h;
-      }
+  /**
+   * The last block hash of a written range, as it was when the range was written: from its first
+   * output's file metadata, else (a file written before the metadata existed) its blocks file's
+   * last row, else undefined — then the range is taken as changed and read again, which is safe.
+   */
+  private async storedLastHash(range: Range): Promise<string | undefined> {
+    const bytes = await this.ctx.store.get(rangeKey(this.outputs[0]!.location!, range.start, range.end));
+    if (!bytes) return undefined;
+    const path = join(this.ctx.scratchDir, `read-${this.fileSeq++}.parquet`);
+    await writeFile(path, bytes);
+    const kv = await this.conn.runAndReadAll(`SELECT value::VARCHAR AS h FROM parquet_kv_metadata(${lit(path)}) WHERE key::VARCHAR = ${lit(LAST_BLOCK_HASH_KEY)}`);
+    const fromMetadata = kv.getRowObjectsJS()[0]?.h;
+    if (typeof fromMetadata === 'string') return fromMetadata;
+    if (this.config.datatypes[0] === 'blocks') {
+      const r = await this.conn.runAndReadAll(`SELECT '0x' || lower(hex(block_hash)) AS h FROM read_parquet(${lit(path)}) WHERE block_number = ${range.end}`);
+      const h = r.getRowObjectsJS()[0]?.h;
+      if (typeof h === 'string') return h;
     }
-    const block = await this.rpc.call<RpcBlock>('eth_getBlockByNumber', [hex(range.end), false]);
-    return block.hash;
+    return undefined;
   }
 
   /**
@@ -278,7 +282,7 @@ class Ingest {
   private async write(chunk: Chunk, replaced: boolean): Promise<void> {
     for (const [i, datatype] of this.config.datatypes.entries()) {
       const path = join(this.ctx.scratchDir, `${datatype}-${this.fileSeq++}.parquet`);
-      await writeCryoParquet(this.conn, datatype, chunk.rows[datatype], path);
+      await writeCryoParquet(this.conn, datatype, chunk.rows[datatype], path, chunk.lastHash);
       await this.ctx.store.putFile(rangeKey(this.outputs[i]!.location!, chunk.start, chunk.end), path);
     }
     const events: EmittedEvent[] = [];

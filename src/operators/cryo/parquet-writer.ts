@@ -29,11 +29,17 @@ let tableSeq = 0;
  */
 export const PARQUET_OPTIONS = 'FORMAT parquet, COMPRESSION zstd, DICTIONARY_SIZE_LIMIT 0, ROW_GROUP_SIZE 122880';
 
+/** The Parquet key-value metadata entry that holds the hash of a range's last block. */
+export const LAST_BLOCK_HASH_KEY = 'trace_last_block_hash';
+
 /**
- * Writes rows of one cryo datatype to a Parquet file, in cryo's column order and sort order. The
- * same rows always give the same file: one thread, a fixed sort, fixed writer settings.
+ * Writes rows of one cryo datatype to a Parquet file, in cryo's column order and sort order, with
+ * the hash of the range's last block in the file's metadata: what a later run compares with the
+ * chain to see a reorg, whatever the datatype (a logs-only range has no block rows to read it from).
+ * The same rows of the same chain always give the same file: one thread, a fixed sort, fixed settings.
  */
-export async function writeCryoParquet(conn: DuckDBConnection, datatype: Datatype, rows: CryoValue[][], path: string): Promise<void> {
+export async function writeCryoParquet(conn: DuckDBConnection, datatype: Datatype, rows: CryoValue[][], path: string, lastBlockHash: string): Promise<void> {
+  if (!/^0x[0-9a-f]{64}$/.test(lastBlockHash)) throw new Error(`not a block hash: ${lastBlockHash}`);
   const { columns, sort } = SCHEMAS[datatype];
   const table = `cryo_${datatype}_${tableSeq++}`;
   await conn.run(`CREATE TABLE ${table} (${columns.map((c) => `${c.name} ${c.type}`).join(', ')})`);
@@ -44,7 +50,7 @@ export async function writeCryoParquet(conn: DuckDBConnection, datatype: Datatyp
       appender.endRow();
     }
     appender.closeSync();
-    await conn.run(`COPY (SELECT * FROM ${table} ORDER BY ${sort.join(', ')}) TO ${lit(path)} (${PARQUET_OPTIONS})`);
+    await conn.run(`COPY (SELECT * FROM ${table} ORDER BY ${sort.join(', ')}) TO ${lit(path)} (${PARQUET_OPTIONS}, KV_METADATA {${LAST_BLOCK_HASH_KEY}: ${lit(lastBlockHash)}})`);
   } finally {
     await conn.run(`DROP TABLE ${table}`);
   }

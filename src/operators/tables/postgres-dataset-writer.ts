@@ -73,7 +73,10 @@ export class PostgresDatasetWriter {
         await tx.query(`CREATE UNIQUE INDEX IF NOT EXISTS "${table}_unique_key" ON ${target} (${scope.uniqueKey.map(ident).join(', ')})`);
       }
       let deleted = 0;
-      if (scope.strategy === 'replace' && scope.rangeColumn && scope.start !== undefined && scope.end !== undefined) {
+      // A range is rewritten whole when the output has a cursor column: `replace` always (it needs
+      // one), `append` too, so a range re-derived after a reorg keeps none of the old chain's rows
+      // (ADR 0022). An `append` output without a cursor column only ever inserts.
+      if (scope.rangeColumn && scope.start !== undefined && scope.end !== undefined) {
         const res = (await tx.query(`DELETE FROM ${target} WHERE ${ident(scope.rangeColumn)} BETWEEN $1 AND $2`, [scope.start, scope.end])) as [unknown[], number];
         deleted = res[1] ?? 0;
       }
