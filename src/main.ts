@@ -1,14 +1,16 @@
 import 'reflect-metadata';
 import { NestFactory } from '@nestjs/core';
-import { NestExpressApplication } from '@nestjs/platform-express';
+import { NestExpressApplication, type NestExpressBodyParserOptionsFor } from '@nestjs/platform-express';
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import type { AddressInfo } from 'node:net';
 import { AppModule } from './app.module';
 import { parseCliArgs, USAGE } from './cli/args';
 import { openSystemDatabase, SystemDatabase } from './common/db';
 import { traceValidationPipe } from './common/errors';
+import { DatabaseWatchdog } from './common/lifecycle';
 import { JsonLogger } from './common/logging/json-logger';
 import { ConfigValidationError, loadTraceConfig, TraceConfig } from './config';
+import { verifyJsonBody, verifyTextBody } from './common/http/request-body';
 import { SelfUrl } from './common/http/self-url';
 
 /** Exit codes: 0 clean stop, 1 runtime failure, 2 bad command line or configuration. */
@@ -33,18 +35,24 @@ async function main(): Promise<void> {
   let database: SystemDatabase | undefined;
   let app: NestExpressApplication | undefined;
   // Installed before anything starts, so a signal during start-up still stops what was started.
-  handleSignals(config, logger, async () => {
-    await app?.close();
-    await database?.stop();
+  const drainAndExit = handleSignals(config, logger, async () => {
+    try {
+      await app?.close();
+    } finally {
+      await database?.stop();
+    }
   });
+  // A database that is gone for good (ADR 0021): drain what can be, exit 1 for the supervisor.
+  const onDatabaseLost = (reason: string) => drainAndExit({ reason }, 1);
   try {
-    database = await openSystemDatabase(config, logger);
+    database = await openSystemDatabase(config, logger, { onLost: onDatabaseLost });
     logger.event('info', 'Main', 'system database', { database: database.target.label });
     const nest = await NestFactory.create<NestExpressApplication>(AppModule.forRoles(config, logger, database.target), {
       logger,
       abortOnError: false,
     });
     app = nest;
+    nest.get(DatabaseWatchdog).onLost(onDatabaseLost);
     configureHttp(nest);
     await nest.listen(config.http.port, config.http.host);
     const { port } = nest.getHttpServer().address() as AddressInfo;
@@ -61,8 +69,17 @@ async function main(): Promise<void> {
 function configureHttp(app: NestExpressApplication): void {
   app.useGlobalPipes(traceValidationPipe());
   // DAG specs arrive as YAML text or JSON; the spec's own limit (256 KiB) is checked with a clear error.
-  app.useBodyParser('json', { limit: '1mb' });
-  app.useBodyParser('text', { type: ['application/yaml', 'application/x-yaml', 'text/yaml', 'text/plain'], limit: '1mb' });
+  // The raw bytes are checked before parsing: UTF-8, and JSON nested at most MAX_BODY_DEPTH levels,
+  // so nothing that walks a body recursively can run out of stack (400, never 500). Nest's types
+  // leave out body-parser's `verify` because Nest replaces it when the app is created with
+  // `rawBody: true`; this app is not, and the option reaches body-parser as given
+  // (test/e2e/request-bodies.e2e.test.ts fails otherwise).
+  app.useBodyParser('json', { limit: '1mb', verify: verifyJsonBody } as NestExpressBodyParserOptionsFor<'json'>);
+  app.useBodyParser('text', {
+    type: ['application/yaml', 'application/x-yaml', 'text/yaml', 'text/plain'],
+    limit: '1mb',
+    verify: verifyTextBody,
+  } as NestExpressBodyParserOptionsFor<'text'>);
   app.disable('x-powered-by');
   // No ETags: nothing here is served conditionally, and hashing every answer cost the task path
   // (whose answers carry task payloads) measurable CPU per call (docs/benchmarks.md).
@@ -79,14 +96,15 @@ function configureHttp(app: NestExpressApplication): void {
 /**
  * SIGTERM/SIGINT drain: loops stop taking work and finish their tick, this node leaves `nodes`,
  * the HTTP server stops accepting and finishes in-flight requests, the pool closes, the embedded
- * database stops, exit 0. Past TRACE_SHUTDOWN_TIMEOUT_MS we give up with exit 1.
+ * database stops, exit 0. Past TRACE_SHUTDOWN_TIMEOUT_MS we give up with exit 1. The returned
+ * function runs the same drain for a reason of our own, ending with `exitCode`.
  */
-function handleSignals(config: TraceConfig, logger: JsonLogger, drain: () => Promise<void>): void {
+function handleSignals(config: TraceConfig, logger: JsonLogger, drain: () => Promise<void>): (why: Record<string, unknown>, exitCode: number) => void {
   let draining = false;
-  const onSignal = (signal: NodeJS.Signals) => {
+  const drainAndExit = (why: Record<string, unknown>, exitCode: number) => {
     if (draining) return;
     draining = true;
-    logger.event('info', 'Main', 'draining', { signal });
+    logger.event('info', 'Main', 'draining', why);
     const deadline = setTimeout(() => {
       logger.event('error', 'Main', 'drain timed out', { timeout_ms: config.lifecycle.shutdownTimeoutMs });
       process.exit(1);
@@ -95,7 +113,7 @@ function handleSignals(config: TraceConfig, logger: JsonLogger, drain: () => Pro
     drain().then(
       () => {
         logger.event('info', 'Main', 'stopped');
-        process.exit(0);
+        process.exit(exitCode);
       },
       (err: Error) => {
         logger.event('error', 'Main', 'drain failed', { error: err.message });
@@ -103,8 +121,10 @@ function handleSignals(config: TraceConfig, logger: JsonLogger, drain: () => Pro
       },
     );
   };
+  const onSignal = (signal: NodeJS.Signals) => drainAndExit({ signal }, 0);
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+  return drainAndExit;
 }
 
 void main();

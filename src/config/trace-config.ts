@@ -240,6 +240,11 @@ export class TraceEnv extends SandboxEnv {
   @IsInt()
   @Min(0)
   TRACE_SHUTDOWN_TIMEOUT_MS!: number;
+
+  @Transform(toInt)
+  @IsInt()
+  @Min(0)
+  TRACE_DATABASE_LOST_EXIT_MS!: number;
 }
 
 export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
@@ -304,6 +309,8 @@ export class TraceConfig {
       readonly heartbeatIntervalMs: number;
       readonly nodeExpiryMs: number;
       readonly shutdownTimeoutMs: number;
+      /** How long the system database may stay unreachable before the process exits 1; 0: never (ADR 0021). */
+      readonly databaseLostExitMs: number;
     },
   ) {}
 
@@ -417,6 +424,7 @@ export function loadTraceConfig(overrides: { roles?: string } = {}, env: NodeJS.
       heartbeatIntervalMs: raw.TRACE_HEARTBEAT_INTERVAL_MS,
       nodeExpiryMs: raw.TRACE_NODE_EXPIRY_MS,
       shutdownTimeoutMs: raw.TRACE_SHUTDOWN_TIMEOUT_MS,
+      databaseLostExitMs: raw.TRACE_DATABASE_LOST_EXIT_MS,
     },
   );
 }

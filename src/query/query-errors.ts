@@ -1,5 +1,6 @@
 import { HttpStatus } from '@nestjs/common';
 import { TraceError } from '../common/errors';
+import { DATASET_NAME_PATTERN } from '../registry/dags/dag-spec';
 
 /**
  * The Query Service's error codes, in one place (docs/architecture/query_service.md lists what
@@ -23,9 +24,18 @@ export const QueryErrors = {
   tooMany: (inFlight: number, what: string, max: number) =>
     new TraceError(HttpStatus.TOO_MANY_REQUESTS, 'too_many_queries', `your org already runs ${inFlight} ${what} (the limit is ${max}); try again when one has finished`),
   datasetNotFound: (names: string[]) =>
-    new TraceError(HttpStatus.NOT_FOUND, 'dataset_not_found', `no dataset named ${names.map((m) => `"${m}"`).join(', ')} (or you may not read it)`),
+    new TraceError(HttpStatus.NOT_FOUND, 'dataset_not_found', `no dataset named ${names.map((m) => `"${m}"`).join(', ')} (or you may not read it)${nameHint(names)}`),
   datasetEmpty: (name: string) => new TraceError(HttpStatus.CONFLICT, 'dataset_empty', `dataset "${name}" has no data in its current version yet`),
   runNotFound: (id: string) => new TraceError(HttpStatus.NOT_FOUND, 'query_not_found', `no query ${id}`),
   resultNotReady: (id: string, status: string) => new TraceError(HttpStatus.CONFLICT, 'result_not_ready', `query ${id} is ${status}; its result exists once it has succeeded`),
   resultGone: (id: string) => new TraceError(HttpStatus.GONE, 'result_gone', `the result of query ${id} is no longer in the object store`),
 };
+
+/** Names are matched exactly as written; one that no dataset can have (`MyData`) says what names look like. */
+function nameHint(names: string[]): string {
+  const bad = names.find((n) => !DATASET_NAME_PATTERN.test(n));
+  if (bad === undefined) return '';
+  const lower = bad.toLowerCase();
+  const suggestion = DATASET_NAME_PATTERN.test(lower) ? ` (did you mean "${lower}"?)` : '';
+  return `; dataset names are lower snake_case, ^[a-z][a-z0-9_]{0,127}$${suggestion}`;
+}

@@ -90,6 +90,25 @@ describe('deploying DAGs, the dataset registry and read_roles', () => {
     expect(totals.body.versions[0].location).toBe(`"ds_${totals.body.dataset_uuid.replace(/-/g, '')}"."v_${totals.body.versions[0].dataset_version.replace(/-/g, '')}"`);
   });
 
+  it('a dataset name that breaks the naming rule is a 400 naming the rule on every dataset route; an unknown valid name is a 404', async () => {
+    const rule = 'must be a dataset name: lower snake_case, ^[a-z][a-z0-9_]{0,127}$';
+    const version = (await call(url, 'GET', '/v1/datasets/blocks', { token: ADMIN })).body.versions[0].dataset_version as string;
+    for (const [method, path, body] of [
+      ['GET', '/v1/datasets/MyData', undefined],
+      ['GET', '/v1/datasets/Blocks', undefined],
+      ['GET', `/v1/datasets/${'a'.repeat(129)}`, undefined],
+      ['GET', '/v1/datasets/9blocks', undefined],
+      ['PUT', '/v1/datasets/Blocks/read-roles', { read_roles: ['analyst'] }],
+      ['POST', `/v1/datasets/Blocks/versions/${version}/purge`, undefined],
+    ] as const) {
+      const res = await call(url, method, path, { token: ADMIN, body });
+      expect({ path, status: res.status, error: res.body.error }).toEqual({ path, status: 400, error: { code: 'validation_failed', message: `name ${rule}`, details: [{ field: 'name', reason: rule }] } });
+    }
+    const unknown = await call(url, 'GET', '/v1/datasets/my_data', { token: ADMIN });
+    expect([unknown.status, unknown.body.error.code]).toEqual([404, 'dataset_not_found']);
+    expect((await call(url, 'GET', '/v1/datasets/blocks', { token: ADMIN })).status).toBe(200);
+  });
+
   it('re-deploying an identical spec is a no-op that says so', async () => {
     // Same content, other formatting and key order.
     const reformatted = PIPELINE.replace('{ range_size: 10000 }', '{range_size: 10000}').replace('{backend: postgres, update_strategy: append, unique_key: [block_number]}', '{unique_key: [block_number], update_strategy: append, backend: postgres}');
@@ -132,6 +151,32 @@ describe('deploying DAGs, the dataset registry and read_roles', () => {
     const dag = await call(url, 'GET', '/v1/dags/pipeline', { token: ADMIN });
     expect(dag.body.active_version.number).toBe(3); // old versions keep serving
     expect(dag.body.latest_version.number).toBe(4);
+  });
+
+  it('the active version\'s exact spec, deployed again while an edit waits pending, is a no-op: nothing stored, the pending version stays pending', async () => {
+    const active = (await call(url, 'GET', '/v1/dags/pipeline/versions/3', { token: ADMIN })).body.spec_text as string;
+    const statuses = async () => (await call(url, 'GET', '/v1/dags/pipeline/versions', { token: ADMIN })).body.map((v: { number: number; status: string }) => `${v.number}:${v.status}`);
+    expect(await statuses()).toEqual(['1:superseded', '2:superseded', '3:active', '4:pending']);
+
+    const validated = await postYaml(url, '/v1/dags/validate', ADMIN, active);
+    expect(validated.body.plan).toMatchObject({ change: 'unchanged', activation: 'none', rematerialize: [] });
+    const res = await postYaml(url, '/v1/dags', ADMIN, active);
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({
+      created_version: false,
+      message: 'identical to the active version 3; nothing to deploy (version 4 stays pending)',
+      version: { number: 3, status: 'active' },
+      plan: { change: 'unchanged', activation: 'none', rematerialize: [] },
+    });
+    expect(res.body.plan.jobs.every((j: { change: string }) => j.change === 'unchanged')).toBe(true);
+    expect(await statuses()).toEqual(['1:superseded', '2:superseded', '3:active', '4:pending']);
+    const dag = (await call(url, 'GET', '/v1/dags/pipeline', { token: ADMIN })).body;
+    expect([dag.active_version.number, dag.latest_version.number]).toEqual([3, 4]);
+
+    // The pending version's own spec again is the usual no-op, too.
+    const pending = (await call(url, 'GET', '/v1/dags/pipeline/versions/4', { token: ADMIN })).body.spec_text as string;
+    expect((await postYaml(url, '/v1/dags', ADMIN, pending)).body).toMatchObject({ created_version: false, message: 'identical to version 4; nothing to deploy' });
+    expect(await statuses()).toEqual(['1:superseded', '2:superseded', '3:active', '4:pending']);
   });
 
   it('a name published by another DAG cannot be published again (no cross-DAG shared writes)', async () => {

@@ -96,6 +96,9 @@ describe('the Query Service', () => {
     expect([hidden.status, missing.status]).toEqual([404, 404]);
     expect(hidden.body.error).toEqual({ code: 'dataset_not_found', message: 'no dataset named "q_logs" (or you may not read it)' });
     expect(missing.body.error.message).toBe('no dataset named "no_such_dataset" (or you may not read it)');
+    // Names are matched as written; one no dataset can have says what names look like.
+    const upper = await q('SELECT count(*) FROM Q_Blocks', analyst.token);
+    expect([upper.status, upper.body.error.message]).toEqual([404, 'no dataset named "Q_Blocks" (or you may not read it); dataset names are lower snake_case, ^[a-z][a-z0-9_]{0,127}$ (did you mean "q_blocks"?)']);
     // The unpublished output of job "hidden" has no name at all; an internal table name is not a dataset either.
     expect((await q('SELECT * FROM dataset_versions', analyst.token)).status).toBe(404);
     // Another org's admin sees none of dev's datasets.

@@ -3,6 +3,7 @@ import { TypeOrmModule } from '@nestjs/typeorm';
 import { Pool, type PoolConfig } from 'pg';
 import { DataSource } from 'typeorm';
 import { TraceConfig } from '../../config';
+import { DatabaseWatchdog } from '../lifecycle/database-watchdog';
 import { JsonLogger } from '../logging/json-logger';
 import { dataSourceOptions } from './data-source';
 import { runMigrationsLocked } from './migrate';
@@ -77,8 +78,13 @@ export class DatabaseModule {
         },
         { provide: DATABASE_TARGET, useValue: target },
         TaskPathPoolOwner,
+        {
+          provide: DatabaseWatchdog,
+          inject: [TraceConfig, JsonLogger],
+          useFactory: (config: TraceConfig, logger: JsonLogger) => new DatabaseWatchdog(target, config, logger),
+        },
       ],
-      exports: [MIGRATIONS_APPLIED, DATABASE_TARGET, TaskPathPoolOwner],
+      exports: [MIGRATIONS_APPLIED, DATABASE_TARGET, TaskPathPoolOwner, DatabaseWatchdog],
     };
   }
 }

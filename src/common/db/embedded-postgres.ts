@@ -26,7 +26,15 @@ export interface EmbeddedPostgresOptions {
   startTimeoutMs?: number;
   /** Extra server settings (`-c name=value`), e.g. for a benchmark that loads pg_stat_statements. */
   settings?: Record<string, string>;
+  /** Called once if the server we started died and will not be restarted (ADR 0021). */
+  onLost?: (reason: string) => void;
 }
+
+/** A server that dies is restarted; one that dies more often than this within the window is given up on (ADR 0021). */
+const RESTART_LIMIT = 3;
+const RESTART_WINDOW_MS = 10 * 60_000;
+/** Waits before each attempt to bring a dead server back: the first lets its orphaned backends exit. */
+const RESTART_BACKOFF_MS = [500, 1000, 2000, 5000];
 
 const SUPERUSER = 'trace';
 const SOCKET_PORT = 5432;
@@ -45,6 +53,13 @@ export class EmbeddedPostgres {
   private readonly clusterDir: string;
   private readonly database: string;
   private recentOutput: string[] = [];
+  private runAs?: { uid: number; gid: number };
+  private stopping = false;
+  /** Bringing a dead server back; settles (never rejects) when it is back or given up on. */
+  private recovering: Promise<void> = Promise.resolve();
+  /** Ends the wait before the next restart attempt early (on stop). */
+  private wakeRecovery?: () => void;
+  private readonly restarts = new RestartBudget(RESTART_LIMIT, RESTART_WINDOW_MS);
 
   constructor(private readonly options: EmbeddedPostgresOptions) {
     this.clusterDir = join(options.dataDir, 'pg');
@@ -58,6 +73,7 @@ export class EmbeddedPostgres {
   /** Initialises the cluster on first use, starts the server, and creates the database if needed. */
   async start(): Promise<SocketTarget> {
     const ids = await this.runAsIds();
+    this.runAs = ids;
     await mkdir(this.options.dataDir, { recursive: true });
     if (!existsSync(join(this.clusterDir, 'PG_VERSION'))) await this.initialise(ids);
 
@@ -66,7 +82,7 @@ export class EmbeddedPostgres {
         cluster_dir: this.clusterDir,
       });
     } else {
-      await this.spawnServer(ids);
+      this.supervise(await this.spawnServer(ids));
     }
     await this.createDatabase();
     return this.target;
@@ -74,6 +90,14 @@ export class EmbeddedPostgres {
 
   /** Fast shutdown: Postgres finishes nothing in flight but leaves a consistent cluster. */
   async stop(): Promise<void> {
+    this.stopping = true; // from here an exit is ours, and a restart in progress spawns nothing more
+    this.wakeRecovery?.();
+    await this.stopChild();
+    await this.recovering;
+    await this.stopChild(); // one a restart had started before it saw `stopping`
+  }
+
+  private async stopChild(): Promise<void> {
     const child = this.child;
     if (!child || child.exitCode !== null || child.signalCode !== null) return;
     const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
@@ -81,7 +105,67 @@ export class EmbeddedPostgres {
     const timer = setTimeout(() => child.kill('SIGQUIT'), 15_000);
     await exited;
     clearTimeout(timer);
-    this.child = undefined;
+    if (this.child === child) this.child = undefined;
+  }
+
+  /**
+   * From now on an exit we did not ask for (a crash, a kill, an operator's pg_ctl) is logged at
+   * once, with the exit code or signal, and the server is started again (ADR 0021).
+   */
+  private supervise(child: ChildProcess): void {
+    const onExit = (code: number | null, signal: NodeJS.Signals | null) => {
+      if (this.stopping || child !== this.child) return;
+      this.child = undefined;
+      this.recovering = this.recover(child.pid, code, signal);
+    };
+    if (child.exitCode !== null || child.signalCode !== null) onExit(child.exitCode, child.signalCode);
+    else child.once('exit', onExit);
+  }
+
+  private async recover(pid: number | undefined, code: number | null, signal: NodeJS.Signals | null): Promise<void> {
+    const logger = this.options.logger;
+    const diedAt = Date.now();
+    const how = signal ? `killed by ${signal}` : `exit code ${code}`;
+    const restart = this.restarts.take(diedAt);
+    logger.event('error', 'EmbeddedPostgres', 'embedded Postgres exited unexpectedly', {
+      pid,
+      exit_code: code,
+      signal,
+      cluster_dir: this.clusterDir,
+      action: restart ? 'restart' : 'give up',
+      last_output: this.recentOutput.slice(-5),
+    });
+    if (!restart) {
+      const reason = `the embedded Postgres died ${RESTART_LIMIT + 1} times within ${RESTART_WINDOW_MS / 60_000} minutes (last: ${how})`;
+      logger.event('error', 'EmbeddedPostgres', 'not restarting the embedded Postgres', { reason });
+      this.options.onLost?.(reason);
+      return;
+    }
+    for (let attempt = 1; ; attempt++) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, RESTART_BACKOFF_MS[Math.min(attempt, RESTART_BACKOFF_MS.length) - 1]);
+        this.wakeRecovery = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.wakeRecovery = undefined;
+      if (this.stopping) return;
+      try {
+        if (await this.alreadyRunning()) {
+          logger.event('warn', 'EmbeddedPostgres', 'another server is running on this data directory; using it', { cluster_dir: this.clusterDir });
+          return;
+        }
+        const child = await this.spawnServer(this.runAs);
+        logger.event('info', 'EmbeddedPostgres', 'embedded Postgres restarted', { pid: child.pid, attempt, down_ms: Date.now() - diedAt });
+        this.supervise(child);
+        return;
+      } catch (err) {
+        if (this.stopping) return;
+        // The database stays down meanwhile; the watchdog bounds how long (TRACE_DATABASE_LOST_EXIT_MS).
+        logger.event('warn', 'EmbeddedPostgres', 'embedded Postgres did not come back; trying again', { attempt, error: (err as Error).message });
+      }
+    }
   }
 
   private binaries(): { initdb: string; postgres: string } {
@@ -167,7 +251,8 @@ export class EmbeddedPostgres {
     return this.canConnect();
   }
 
-  private async spawnServer(ids: { uid: number; gid: number } | undefined): Promise<void> {
+  private async spawnServer(ids: { uid: number; gid: number } | undefined): Promise<ChildProcess> {
+    if (this.stopping) throw new Error('embedded Postgres is stopping');
     const { postgres } = this.binaries();
     const child = spawn(
       postgres,
@@ -193,7 +278,7 @@ export class EmbeddedPostgres {
       }
       if (await this.canConnect()) {
         this.options.logger.event('info', 'EmbeddedPostgres', 'started', { cluster_dir: this.clusterDir, pid: child.pid });
-        return;
+        return child;
       }
       await new Promise((r) => setTimeout(r, 100));
     }
@@ -227,6 +312,24 @@ export class EmbeddedPostgres {
     } finally {
       await client.end();
     }
+  }
+}
+
+/** At most `limit` restarts within any `windowMs`: past that, a server that keeps dying is left dead. */
+export class RestartBudget {
+  private readonly taken: number[] = [];
+
+  constructor(
+    private readonly limit: number,
+    private readonly windowMs: number,
+  ) {}
+
+  /** Whether a restart at `now` is allowed; an allowed one is counted. */
+  take(now: number): boolean {
+    while (this.taken.length && now - this.taken[0]! >= this.windowMs) this.taken.shift();
+    if (this.taken.length >= this.limit) return false;
+    this.taken.push(now);
+    return true;
   }
 }
 

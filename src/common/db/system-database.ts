@@ -46,12 +46,15 @@ export interface SystemDatabase {
   stop(): Promise<void>;
 }
 
-/** DATABASE_URL set → that server. Unset → the embedded Postgres under TRACE_DATA_DIR. */
-export async function openSystemDatabase(config: TraceConfig, logger: JsonLogger): Promise<SystemDatabase> {
+/**
+ * DATABASE_URL set → that server. Unset → the embedded Postgres under TRACE_DATA_DIR, restarted
+ * when it dies; `onLost` hears when it is given up on (ADR 0021).
+ */
+export async function openSystemDatabase(config: TraceConfig, logger: JsonLogger, hooks: { onLost?: (reason: string) => void } = {}): Promise<SystemDatabase> {
   if (config.database.url) {
     return { target: parseDatabaseUrl(config.database.url), embedded: false, stop: async () => undefined };
   }
-  const pg = new EmbeddedPostgres({ dataDir: config.dataDir, osUser: config.embeddedPostgres.osUser, logger });
+  const pg = new EmbeddedPostgres({ dataDir: config.dataDir, osUser: config.embeddedPostgres.osUser, logger, onLost: hooks.onLost });
   try {
     const target = fromSocket(await pg.start());
     return { target, embedded: true, stop: () => pg.stop() };

@@ -1,8 +1,8 @@
-import { BadRequestException, NotFoundException } from '@nestjs/common';
+import { BadRequestException, HttpException, NotFoundException } from '@nestjs/common';
 import type { Request } from 'express';
 import { JsonLogger } from '../logging/json-logger';
 import { ErrorFilter } from './error.filter';
-import { conflict } from './trace-error';
+import { badRequest, conflict } from './trace-error';
 
 describe('ErrorFilter', () => {
   const logged: string[] = [];
@@ -22,6 +22,13 @@ describe('ErrorFilter', () => {
     const { status, body } = filter.render(new BadRequestException('Unexpected end of JSON input', { cause: parserError }), req);
     expect(status).toBe(400);
     expect(body.error.code).toBe('malformed_json');
+  });
+
+  it('renders a deliberate error that a body parser\'s verify hook threw, as the adapter hands it over', () => {
+    const refused = badRequest('body_too_deep', 'request body nests arrays and objects more than 64 levels deep', { limit: 64, offset: 70 });
+    const { status, body } = filter.render(new HttpException(refused.message, 400, { cause: refused }), req);
+    expect(status).toBe(400);
+    expect(body).toEqual({ error: { code: 'body_too_deep', message: refused.message, details: { limit: 64, offset: 70 } } });
   });
 
   it('turns anything unexpected into a 500 with a correlation id, logging the stack but never sending it', () => {

@@ -3,6 +3,7 @@ import type { Request, Response } from 'express';
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { JsonLogger } from '../logging/json-logger';
+import { isDatabaseUnavailable } from './database-unavailable';
 import { TraceError } from './trace-error';
 
 const STATUS_CODES: Partial<Record<number, string>> = {
@@ -41,8 +42,11 @@ export class ErrorFilter implements ExceptionFilter {
 
   /** The status and body for an exception (also used by the routes served ahead of Express). */
   render(exception: unknown, req: IncomingMessage & { originalUrl?: string }): { status: number; body: ErrorBody } {
-    if (exception instanceof TraceError) {
-      return { status: exception.status, body: errorBody(exception.code, exception.message, exception.details) };
+    // A TraceError thrown by a body parser's verify hook (src/common/http/request-body.ts) reaches
+    // us wrapped by the platform adapter, as the cause of an HttpException.
+    const deliberate = exception instanceof TraceError ? exception : exception instanceof HttpException && exception.cause instanceof TraceError ? exception.cause : undefined;
+    if (deliberate) {
+      return { status: deliberate.status, body: errorBody(deliberate.code, deliberate.message, deliberate.details) };
     }
     if (exception instanceof HttpException) {
       const status = exception.getStatus();
@@ -58,6 +62,10 @@ export class ErrorFilter implements ExceptionFilter {
         return { status, body: errorBody('malformed_json', `request body is not valid JSON: ${message}`) };
       }
       if (status < 500) return { status, body: errorBody(STATUS_CODES[status] ?? 'http_error', message) };
+    }
+    // Not a fault of this request, and logged once by the database watchdog rather than per request (ADR 0021).
+    if (isDatabaseUnavailable(exception)) {
+      return { status: HttpStatus.SERVICE_UNAVAILABLE, body: errorBody('database_unavailable', 'the system database is unavailable; try again shortly') };
     }
     const correlationId = (req.headers['x-request-id'] as string | undefined) ?? randomUUID();
     this.logger.event('error', 'ErrorFilter', 'unhandled error', {

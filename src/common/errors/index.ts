@@ -1,3 +1,4 @@
 export * from './trace-error';
 export { ErrorFilter, errorBody, type ErrorBody } from './error.filter';
-export { toFieldViolations, traceValidationPipe, uuidParam } from './validation';
+export { isDatabaseUnavailable } from './database-unavailable';
+export { patternParam, toFieldViolations, traceValidationPipe, uuidParam } from './validation';

@@ -1,4 +1,4 @@
-import { ParseUUIDPipe, ValidationError, ValidationPipe } from '@nestjs/common';
+import { ParseUUIDPipe, PipeTransform, ValidationError, ValidationPipe } from '@nestjs/common';
 import { badRequest, FieldViolation } from './trace-error';
 
 /** Flattens nested class-validator errors into `{field: "a.b[0].c", reason}` pairs. */
@@ -31,4 +31,17 @@ export function traceValidationPipe(): ValidationPipe {
 /** For `@Param('id', uuidParam('id'))`: a non-UUID is a 400 naming the parameter, in the usual shape. */
 export function uuidParam(field: string): ParseUUIDPipe {
   return new ParseUUIDPipe({ exceptionFactory: () => badRequest('validation_failed', `${field} must be a UUID`, [{ field, reason: 'must be a UUID' }]) });
+}
+
+/**
+ * For `@Param('name', patternParam('name', PATTERN, 'must be ...'))`: a value that could never
+ * name anything is a 400 naming the parameter and the rule, not a 404 that leaves the caller guessing.
+ */
+export function patternParam(field: string, pattern: RegExp, reason: string): PipeTransform<string, string> {
+  return {
+    transform: (value: string) => {
+      if (!pattern.test(value)) throw badRequest('validation_failed', `${field} ${reason}`, [{ field, reason }]);
+      return value;
+    },
+  };
 }

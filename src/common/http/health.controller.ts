@@ -4,10 +4,18 @@ import type { Response } from 'express';
 import { DataSource } from 'typeorm';
 import { TraceConfig } from '../../config';
 import { Public } from '../auth';
-import { BackgroundLoops, NodeRegistry } from '../lifecycle';
+import { isDatabaseUnavailable } from '../errors';
+import { BackgroundLoops, DatabaseWatchdog, NodeRegistry } from '../lifecycle';
 import { MetricsRegistry } from '../metrics/metrics';
 
 const DB_PROBE_TIMEOUT_MS = 2000;
+
+/**
+ * Why the database is down, for /health (details are in the logs, not on this public route):
+ * `unreachable` — no server accepts connections, or it is shutting down, starting up or
+ * recovering; `timeout` — no answer within DB_PROBE_TIMEOUT_MS; `error` — it refused us otherwise.
+ */
+type DatabaseDownReason = 'unreachable' | 'timeout' | 'error';
 
 @ApiTags('health')
 @Controller()
@@ -18,18 +26,20 @@ export class HealthController {
     private readonly loops: BackgroundLoops,
     private readonly node: NodeRegistry,
     private readonly metrics: MetricsRegistry,
+    private readonly watchdog: DatabaseWatchdog,
   ) {}
 
-  /** 200 only when the system database answers; 503 otherwise. No authentication. */
+  /** 200 only when the system database answers; 503 otherwise, with why and since when. No authentication. */
   @Public()
   @Get('health')
   async health(@Res({ passthrough: true }) res: Response) {
-    const database = (await this.databaseAnswers()) ? 'up' : 'down';
-    res.status(database === 'up' ? HttpStatus.OK : HttpStatus.SERVICE_UNAVAILABLE);
+    const down = await this.databaseDown();
+    res.status(down ? HttpStatus.SERVICE_UNAVAILABLE : HttpStatus.OK);
     return {
-      status: database === 'up' ? 'ok' : 'unavailable',
+      status: down ? 'unavailable' : 'ok',
       roles: this.config.roles,
-      database,
+      database: down ? 'down' : 'up',
+      ...(down && { database_reason: down, database_down_since: this.watchdog.downSince?.toISOString() }),
       node_id: this.node.nodeId,
       loops: this.loops.names(),
     };
@@ -42,15 +52,16 @@ export class HealthController {
     return this.metrics.registry.metrics();
   }
 
-  private async databaseAnswers(): Promise<boolean> {
+  /** Undefined when the database answers. */
+  private async databaseDown(): Promise<DatabaseDownReason | undefined> {
     let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<boolean>((resolve) => {
-      timer = setTimeout(() => resolve(false), DB_PROBE_TIMEOUT_MS);
+    const timeout = new Promise<DatabaseDownReason>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), DB_PROBE_TIMEOUT_MS);
     });
     const probe = this.db
       .query('SELECT 1')
-      .then(() => true)
-      .catch(() => false);
+      .then(() => undefined)
+      .catch((err: unknown): DatabaseDownReason => (isDatabaseUnavailable(err) ? 'unreachable' : 'error'));
     try {
       return await Promise.race([probe, timeout]);
     } finally {

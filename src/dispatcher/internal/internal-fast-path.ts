@@ -2,6 +2,7 @@ import { HttpStatus, Injectable, OnApplicationBootstrap } from '@nestjs/common';
 import { HttpAdapterHost, ModuleRef } from '@nestjs/core';
 import type { IncomingMessage, RequestListener, Server, ServerResponse } from 'node:http';
 import { ErrorFilter, TraceError } from '../../common/errors';
+import { assertJsonBody } from '../../common/http/request-body';
 import { InternalCredential } from '../../common/keys/internal-credential';
 import { JsonLogger } from '../../common/logging/json-logger';
 import { logRequest } from '../../common/logging/request-log.middleware';
@@ -97,15 +98,28 @@ function hotRoute(req: IncomingMessage): HotRoute | undefined {
   if (req.method !== 'POST') return undefined;
   const route = HOT_ROUTES[req.url ?? ''];
   if (!route) return undefined;
-  const type = req.headers['content-type']?.split(';', 1)[0]!.trim().toLowerCase();
+  const contentType = req.headers['content-type'];
+  const type = contentType?.split(';', 1)[0]!.trim().toLowerCase();
   const length = Number(req.headers['content-length']);
-  if (type !== 'application/json' || req.headers['transfer-encoding'] !== undefined) return undefined;
+  if (type !== 'application/json' || req.headers['transfer-encoding'] !== undefined || req.headers['content-encoding'] !== undefined) return undefined;
+  // A declared charset other than UTF-8 is Express's to refuse (415), as everywhere else.
+  if (contentType!.length > type.length && !isUtf8Charset(contentType!)) return undefined;
   if (!Number.isInteger(length) || length < 0 || length > HOT_BODY_LIMIT) return undefined;
   return route;
 }
 
-/** As Express's JSON parser (strict): empty is `{}`; otherwise an object or an array. */
+/** `charset=utf-8`, or no charset at all, in a Content-Type with parameters. */
+function isUtf8Charset(contentType: string): boolean {
+  const charset = /;\s*charset\s*=\s*"?([^";\s]*)/i.exec(contentType)?.[1]?.toLowerCase();
+  return charset === undefined || charset === 'utf-8';
+}
+
+/**
+ * As Express's JSON parser (strict) with the checks main.ts gives it: UTF-8 and at most
+ * MAX_BODY_DEPTH levels, on the raw bytes before parsing; empty is `{}`; otherwise an object or an array.
+ */
 function parseJsonBody(raw: Buffer): unknown {
+  assertJsonBody(raw);
   const text = raw.toString('utf8');
   if (text.trim() === '') return {};
   const first = /\S/.exec(text)![0];

@@ -39,6 +39,8 @@ interface Prepared {
   text: string;
   dag?: DagRow;
   plan: DeployPlan;
+  /** The spec hash of the DAG's newest version (active or pending). */
+  latestHash?: string;
 }
 
 /**
@@ -64,12 +66,21 @@ export class DagDeployService {
       const checked = parseAndValidate(body);
       // Deploys of one DAG are serialised, and the registry checks run under that lock.
       await tx.query(`SELECT pg_advisory_xact_lock(hashtext($1))`, [`dag:${principal.orgId}:${checked.spec.name}`]);
-      const { spec, text, dag, plan } = await this.prepare(principal, checked, tx);
+      const { spec, text, dag, plan, latestHash } = await this.prepare(principal, checked, tx);
       await this.assertMayDeploy(principal, dag, tx);
 
       if (dag && plan.change === 'unchanged') {
-        const latest = await this.latestVersion(tx, dag.id);
-        return { created_version: false, message: `identical to version ${latest!.number}; nothing to deploy`, version: latest!, plan };
+        const latest = (await this.latestVersion(tx, dag.id))!;
+        if (latestHash === plan.spec_hash) return { created_version: false, message: `identical to version ${latest.number}; nothing to deploy`, version: latest, plan };
+        // The active version's spec again, while a newer version waits pending: nothing differs
+        // from what is serving, so nothing is stored, activated or superseded.
+        const active = (await this.versionView(tx, dag.active_version_id!))!;
+        return {
+          created_version: false,
+          message: `identical to the active version ${active.number}; nothing to deploy (version ${latest.number} stays ${latest.status})`,
+          version: active,
+          plan,
+        };
       }
 
       const dagId = dag?.id ?? (await this.createDag(tx, principal, spec.name));
@@ -104,7 +115,7 @@ export class DagDeployService {
     if (violations.length) throw invalidSpec(violations.map((v) => ({ ...v, ...locate(v.path) })));
 
     const active = dag?.active_version_id
-      ? await sqlOne<{ spec: DagSpec }>(db, `SELECT spec FROM dag_versions WHERE id = $1`, [dag.active_version_id])
+      ? await sqlOne<{ spec: DagSpec; spec_hash: string }>(db, `SELECT spec, spec_hash FROM dag_versions WHERE id = $1`, [dag.active_version_id])
       : undefined;
     const existing: ExistingDatasets = new Map();
     if (dag) {
@@ -116,8 +127,8 @@ export class DagDeployService {
       for (const r of rows) existing.set(`${r.job_name}#${r.output_index}`, r);
     }
     const latest = dag ? await sqlOne<{ spec_hash: string }>(db, `SELECT spec_hash FROM dag_versions WHERE dag_id = $1 ORDER BY number DESC LIMIT 1`, [dag.id]) : undefined;
-    const plan = planDeploy(spec, active?.spec, existing, warnings, latest?.spec_hash);
-    return { spec, text, dag: dag ?? undefined, plan };
+    const plan = planDeploy(spec, active?.spec, existing, warnings, { latest: latest?.spec_hash, active: active?.spec_hash });
+    return { spec, text, dag: dag ?? undefined, plan, latestHash: latest?.spec_hash };
   }
 
   /** What only the registry knows: other DAGs' names, readable datasets, the org's secrets. */
@@ -198,7 +209,9 @@ export class DagDeployService {
    * (metadata only), and every dataset without a current version gets its first one in the pointer set.
    */
   private async activate(tx: EntityManager, orgId: string, dagId: string, versionId: string, spec: DagSpec): Promise<void> {
-    // The new active version supersedes the old one and any pending version it overtakes.
+    // The new active version supersedes the old one, and any pending version it overtakes: that
+    // one will never be cut over (it was never active; `superseded` is the schema's one word for
+    // "no longer a candidate", docs/architecture/dag_deployment.md).
     await tx.query(`UPDATE dag_versions SET status = 'superseded' WHERE dag_id = $1 AND status IN ('active', 'pending') AND id <> $2`, [dagId, versionId]);
     await tx.query(`UPDATE dag_versions SET status = 'active' WHERE id = $1`, [versionId]);
     await tx.query(`UPDATE dags SET active_version_id = $2 WHERE id = $1`, [dagId, versionId]);

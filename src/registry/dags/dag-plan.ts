@@ -67,8 +67,12 @@ export function planDeploy(
   previous: DagSpec | undefined,
   existing: ExistingDatasets,
   warnings: SpecWarning[],
-  /** The newest stored version's hash (active or pending): deploying it again is a no-op. */
-  latestHash?: string,
+  /**
+   * The spec hashes of the DAG's newest stored version (active or pending) and of its active
+   * version: deploying either again is a no-op. The active one may be older than the newest
+   * (a pending version overtook it); its spec again is still nothing to deploy.
+   */
+  stored: { latest?: string; active?: string } = {},
 ): DeployPlan {
   const hash = specHash(next);
   const prevJobs = new Map((previous?.jobs ?? []).map((j) => [j.name, j]));
@@ -115,7 +119,7 @@ export function planDeploy(
     }
   }
 
-  const unchanged = latestHash === hash;
+  const unchanged = hash === stored.latest || hash === stored.active;
   return {
     dag: next.name,
     spec_hash: hash,

@@ -1,4 +1,5 @@
 import { isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, Scalar, visit, YAMLMap, YAMLSeq, Node as YamlNode } from 'yaml';
+import { MAX_BODY_DEPTH } from '../../common/http/json-depth';
 import { LIMITS, SpecViolation } from './dag-spec';
 
 export interface ParsedSpec {
@@ -21,6 +22,16 @@ export function parseSpecText(text: string): ParsedSpec {
   if (text.trim() === '') return { ...none, violations: [{ path: '', reason: 'spec is empty' }] };
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: true, schema: 'core' });
+  // Before anything walks the tree recursively (visit, toJS, the validator): a spec nested deeper
+  // than any real one is refused. The YAML composer itself recurses, and reports running out of
+  // stack on far deeper input as RESOURCE_EXHAUSTION: that is the same problem.
+  const exhausted = doc.errors.find((e) => e.code === 'RESOURCE_EXHAUSTION');
+  const deep = nodeDeeperThan(doc.contents, MAX_BODY_DEPTH);
+  if (exhausted || deep) {
+    const at = deep?.range ? lineCounter.linePos(deep.range[0]) : exhausted?.linePos?.[0];
+    const reason = `spec nests lists and mappings more than ${MAX_BODY_DEPTH} levels deep; the limit is ${MAX_BODY_DEPTH}`;
+    return { ...none, violations: [{ path: '', reason, line: at?.line, column: at?.col }] };
+  }
   // Warnings (unknown tags such as !foo or !!binary) are refused too: a spec is plain data.
   const violations: SpecViolation[] = [...doc.errors, ...doc.warnings].map((e) => {
     const pos = e.linePos?.[0];
@@ -53,6 +64,22 @@ export function parseSpecText(text: string): ParsedSpec {
       return { line, column: col };
     },
   };
+}
+
+/** The first list or mapping more than `max` levels deep (the top level is 1), found without recursion. */
+function nodeDeeperThan(root: unknown, max: number): YamlNode | undefined {
+  const stack: [unknown, number][] = [[root, 0]];
+  while (stack.length > 0) {
+    const [node, outer] = stack.pop()!;
+    if (!isMap(node) && !isSeq(node)) continue;
+    const level = outer + 1;
+    if (level > max) return node;
+    for (const item of (node as YAMLMap | YAMLSeq).items as unknown[]) {
+      if (isPair(item)) stack.push([item.key, level], [item.value, level]);
+      else stack.push([item, level]);
+    }
+  }
+  return undefined;
 }
 
 /** Walks `jobs[1].inputs[0].from` down the YAML tree, stopping at the deepest node that exists. */

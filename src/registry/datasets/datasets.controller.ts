@@ -2,8 +2,9 @@ import { Body, Controller, Get, HttpCode, Param, ParseUUIDPipe, Post, Put } from
 import { ApiBearerAuth, ApiOperation, ApiProperty, ApiTags } from '@nestjs/swagger';
 import { ArrayMaxSize, IsArray, Matches } from 'class-validator';
 import { CurrentPrincipal, OrgAdminOnly } from '../../common/auth';
-import { badRequest } from '../../common/errors';
+import { badRequest, patternParam } from '../../common/errors';
 import { ROLE_NAME_PATTERN, type Principal } from '../../common/identity';
+import { DATASET_NAME_PATTERN } from '../dags/dag-spec';
 import { datasetView, DatasetsService } from './datasets.service';
 
 export class ReadRolesDto {
@@ -13,6 +14,9 @@ export class ReadRolesDto {
   @Matches(ROLE_NAME_PATTERN, { each: true, message: 'each role must be lower snake_case (at most 64)' })
   read_roles!: string[];
 }
+
+/** A name no dataset can have (`MyData`) is told so, not answered like an unknown one. */
+const datasetName = patternParam('name', DATASET_NAME_PATTERN, 'must be a dataset name: lower snake_case, ^[a-z][a-z0-9_]{0,127}$');
 
 @ApiTags('datasets')
 @ApiBearerAuth()
@@ -27,8 +31,8 @@ export class DatasetsController {
   }
 
   @Get(':name')
-  @ApiOperation({ summary: 'One published dataset: uuid, producer, backend, versions, read_roles (404 if unknown or unreadable)' })
-  async get(@CurrentPrincipal() p: Principal, @Param('name') name: string) {
+  @ApiOperation({ summary: 'One published dataset: uuid, producer, backend, versions, read_roles (400 for a name that is not lower snake_case; 404 if unknown or unreadable)' })
+  async get(@CurrentPrincipal() p: Principal, @Param('name', datasetName) name: string) {
     const row = await this.datasets.getReadable(p, name);
     return datasetView(row, await this.datasets.versions(row.dataset_uuid));
   }
@@ -37,14 +41,14 @@ export class DatasetsController {
   @HttpCode(200)
   @OrgAdminOnly()
   @ApiOperation({ summary: 'Delete a version\'s data (org admins only; never the current version). The only way Trace deletes data.' })
-  async purge(@CurrentPrincipal() p: Principal, @Param('name') name: string, @Param('version', new ParseUUIDPipe({ exceptionFactory: () => badRequest('validation_failed', 'version must be a dataset_version UUID') })) version: string) {
+  async purge(@CurrentPrincipal() p: Principal, @Param('name', datasetName) name: string, @Param('version', new ParseUUIDPipe({ exceptionFactory: () => badRequest('validation_failed', 'version must be a dataset_version UUID') })) version: string) {
     return this.datasets.purge(p.orgId, name, version);
   }
 
   @Put(':name/read-roles')
   @OrgAdminOnly()
   @ApiOperation({ summary: 'Set which org roles may read the dataset (org admins only)' })
-  async setReadRoles(@CurrentPrincipal() p: Principal, @Param('name') name: string, @Body() body: ReadRolesDto) {
+  async setReadRoles(@CurrentPrincipal() p: Principal, @Param('name', datasetName) name: string, @Body() body: ReadRolesDto) {
     return datasetView(await this.datasets.setReadRoles(p.orgId, name, body.read_roles));
   }
 }
