@@ -28,6 +28,11 @@ export interface EmbeddedPostgresOptions {
   settings?: Record<string, string>;
   /** Called once if the server we started died and will not be restarted (ADR 0021). */
   onLost?: (reason: string) => void;
+  /**
+   * Whether an unexpected exit is logged and the server started again (ADR 0021): the platform's
+   * own system database. A harness that kills its server on purpose (a crash test) leaves it off.
+   */
+  supervise?: boolean;
 }
 
 /** A server that dies is restarted; one that dies more often than this within the window is given up on (ADR 0021). */
@@ -82,7 +87,8 @@ export class EmbeddedPostgres {
         cluster_dir: this.clusterDir,
       });
     } else {
-      this.supervise(await this.spawnServer(ids));
+      const child = await this.spawnServer(ids);
+      if (this.options.supervise) this.supervise(child);
     }
     await this.createDatabase();
     return this.target;

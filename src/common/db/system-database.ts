@@ -54,7 +54,7 @@ export async function openSystemDatabase(config: TraceConfig, logger: JsonLogger
   if (config.database.url) {
     return { target: parseDatabaseUrl(config.database.url), embedded: false, stop: async () => undefined };
   }
-  const pg = new EmbeddedPostgres({ dataDir: config.dataDir, osUser: config.embeddedPostgres.osUser, logger, onLost: hooks.onLost });
+  const pg = new EmbeddedPostgres({ dataDir: config.dataDir, osUser: config.embeddedPostgres.osUser, logger, onLost: hooks.onLost, supervise: true });
   try {
     const target = fromSocket(await pg.start());
     return { target, embedded: true, stop: () => pg.stop() };

@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
+import { sizeInBytes } from '../../config/trace-config';
 import type { DuckDbJob, DuckDbReply, DuckDbRows } from './duckdb-process-protocol';
 
 /**
@@ -9,13 +10,6 @@ import type { DuckDbJob, DuckDbReply, DuckDbRows } from './duckdb-process-protoc
  */
 const RESTING_ADDRESS_SPACE = 1536 * 1024 ** 2;
 const HEADROOM = 512 * 1024 ** 2;
-
-const UNITS: Record<string, number> = { KB: 1e3, MB: 1e6, GB: 1e9, KIB: 1024, MIB: 1024 ** 2, GIB: 1024 ** 3 };
-function bytesOf(size: string): number {
-  const m = /^(\d+(?:\.\d+)?)\s*([KMG]i?B)$/i.exec(size.trim());
-  if (!m) throw new Error(`not a size: ${size}`);
-  return Math.floor(Number(m[1]) * UNITS[m[2]!.toUpperCase()]!);
-}
 
 /** Thrown when the SQL needed more memory than its limit: the task fails with this message. */
 export class DuckDbMemoryLimit extends Error {}
@@ -28,7 +22,7 @@ export class DuckDbMemoryLimit extends Error {}
  */
 export function runDuckDbJob(job: DuckDbJob, signal: AbortSignal, what: string): Promise<DuckDbRows | undefined> {
   signal.throwIfAborted();
-  const limit = RESTING_ADDRESS_SPACE + bytesOf(job.memoryLimit) + HEADROOM;
+  const limit = RESTING_ADDRESS_SPACE + sizeInBytes(job.memoryLimit) + HEADROOM;
   const child = spawn('prlimit', [`--as=${limit}:${limit}`, '--core=0', '--', process.execPath, join(__dirname, 'duckdb-worker.js')], {
     env: {},
     cwd: '/',
