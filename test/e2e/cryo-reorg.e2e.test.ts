@@ -33,8 +33,19 @@ jobs:
     inputs: [{from: {job: l1, output: 0}}]
     config: {sql: "SELECT count(*) AS blocks_with_transfers, coalesce(sum(transfers), 0) AS transfers FROM input_0"}
     outputs: [${OUT}]
+  - name: win
+    operator: range_aggregator
+    inputs: [{from: {job: ingest, output: 2}}]
+    config: {range_size: ${2 * CHUNK}}
+    outputs: [${OUT}]
+  - name: wsql
+    operator: sql
+    inputs: [{from: {job: win, output: 0}}]
+    config: {sql: "SELECT count(*) AS logs, count(DISTINCT block_number) AS blocks_with_logs FROM input_0"}
+    outputs: [${OUT}]
 publish:
   - {job: ingest, output_index: 0, dataset_name: ${name}_blocks}
+  - {job: wsql, output_index: 0, dataset_name: ${name}_wsql}
   - {job: ingest, output_index: 1, dataset_name: ${name}_transactions}
   - {job: ingest, output_index: 2, dataset_name: ${name}_logs}
   - {job: l1, output_index: 0, dataset_name: ${name}_l1}
@@ -130,7 +141,7 @@ describe('cryo_ingest reorgs', () => {
     expect((await postYaml(trace.baseUrl, '/v1/dags', TOKEN, dag('fresh', anvil.url))).status).toBe(201);
     await runIngest('fresh');
     await settled('fresh');
-    for (const d of ['blocks', 'transactions', 'logs']) expect(await digest(`chain_${d}`)).toEqual(await digest(`fresh_${d}`));
+    for (const d of ['blocks', 'transactions', 'logs', 'wsql']) expect([d, await digest(`chain_${d}`)]).toEqual([d, await digest(`fresh_${d}`)]);
     const duck = await DuckDBInstance.create(':memory:');
     const conn = await duck.connect();
     for (const d of ['l1', 'l2']) {
@@ -149,11 +160,14 @@ describe('cryo_ingest reorgs', () => {
     await settled('chain');
     const snapshot = await anvil.rpc<string>('evm_snapshot', []);
     const base = await head(); // about 1700: safe about 1600, written up to 1499
-    await generateTraffic(anvil, base + 400, 30); // safe about 2000
+    expect(base).toBeGreaterThan(1650);
+    expect(base).toBeLessThan(1749);
+    await generateTraffic(anvil, base + 450, 30); // safe about 2050: [1500, 1999] complete below it, [2000, 2249] not
     await runIngest('chain');
     await settled('chain');
     const extra = ['1500_1749', '1750_1999'];
     for (const d of ['chain_blocks', 'chain_l1', 'chain_l2']) expect((await ranges(d)).slice(-2)).toEqual(extra);
+    expect((await ranges('chain_wsql')).at(-1)).toBe('1500_1999');
 
     // Back to the shorter chain: blocks 1500..1999 do not exist on it.
     expect(await anvil.rpc<boolean>('evm_revert', [snapshot])).toBe(true);
@@ -167,16 +181,18 @@ describe('cryo_ingest reorgs', () => {
     for (const d of ['chain_blocks', 'chain_transactions', 'chain_logs', 'chain_l1', 'chain_l2']) {
       expect([d, (await ranges(d)).filter((r) => extra.includes(r))]).toEqual([d, []]);
     }
+    // The window they completed is withdrawn, and what was derived from it goes too.
+    expect(await ranges('chain_wsql')).not.toContain('1500_1999');
 
     // A different chain grows past the old height: the ranges are confirmed again, with its content,
     // and every dataset equals a fresh ingest of the final chain.
-    await generateTraffic(anvil, base + 420, 45);
+    await generateTraffic(anvil, base + 470, 45);
     await runIngest('chain');
     await settled('chain');
     expect((await ranges('chain_blocks')).slice(-2)).toEqual(extra);
     expect((await postYaml(trace.baseUrl, '/v1/dags', TOKEN, dag('final', anvil.url))).status).toBe(201);
     await runIngest('final');
     await settled('final');
-    for (const d of ['blocks', 'transactions', 'logs', 'l1', 'l2']) expect([d, await digest(`chain_${d}`)]).toEqual([d, await digest(`final_${d}`)]);
+    for (const d of ['blocks', 'transactions', 'logs', 'l1', 'l2', 'wsql']) expect([d, await digest(`chain_${d}`)]).toEqual([d, await digest(`final_${d}`)]);
   }, 300_000);
 });

@@ -68,9 +68,14 @@ export const rangeAggregator: BuiltinOperator = async (ctx) => {
   const we = ws + config.range_size - 1;
   if (end > we) throw new Error(`range_aggregator: input range ${start}..${end} crosses the window ${ws}..${we}; make range_size a multiple of the input's ranges`);
   const me = ctx.payload.task_id;
+  // An invalidation that names its replacing revision and that revision's files (cryo_ingest's
+  // re-ingested range: the files are already rewritten) is that revision's data: the part is
+  // updated and the window re-announced, never withdrawn (ADR 0022).
+  const namesFiles = typeof event.payload?.key === 'string' || Array.isArray(event.payload?.files);
+  const revision = event.kind === 'data' || (event.cursor !== null && namesFiles);
   // The part's files are checked before they are recorded: the state only ever holds keys this
   // input dataset may name (src/operators/input-files.ts).
-  const files = event.kind === 'data' ? await resolveInputKeys(ctx, event, 'range_aggregator') : [];
+  const files = revision ? await resolveInputKeys(ctx, event, 'range_aggregator') : [];
 
   // Record this part (or withdraw it, for an invalidation) and decide who announces what.
   let act: { emit?: string; withdraw?: string; parts: Part[] } = { parts: [] };
@@ -81,11 +86,11 @@ export const rangeAggregator: BuiltinOperator = async (ctx) => {
     const win: Window = s.windows[w] ?? { parts: [] };
     const others = win.parts.filter((p) => !(p.start === start && p.end === end));
     act = { parts: win.parts };
-    if (event.kind === 'invalidation') {
-      // An invalidation names the revision that replaces what it invalidates (its cursor: cryo_ingest
-      // invalidates a re-ingested range under the new chain's hash, and emits the new data beside it).
-      // It withdraws every other revision of the range, never that one: the new data may have been
-      // recorded already, since the two events' tasks run in either order (ADR 0022).
+    if (!revision) {
+      // An invalidation names the revision that replaces what it invalidates (its cursor), or none
+      // (a retraction: the range is gone). It withdraws every other revision of the range, never
+      // that one: the new data may have been recorded already, since the two events' tasks run in
+      // either order (ADR 0022).
       const stale = win.parts.some((p) => p.start === start && p.end === end && (event.cursor === null || p.cursor !== event.cursor));
       if (stale) {
         win.parts = others;
@@ -112,7 +117,8 @@ export const rangeAggregator: BuiltinOperator = async (ctx) => {
   }
 
   const events = [];
-  if (act.withdraw) events.push({ output: 0, kind: 'invalidation' as const, start: ws, end: we, cursor: act.withdraw });
+  // A withdrawal is a retraction of the window: it names no revision (the window has none now).
+  if (act.withdraw) events.push({ output: 0, kind: 'invalidation' as const, start: ws, end: we });
   if (act.emit) {
     // Every part's files again, as they are read or passed on: parts recorded by other tasks (or
     // by a build that did not check them) get no trust from having been stored.

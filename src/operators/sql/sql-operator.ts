@@ -48,7 +48,10 @@ export const sqlOperator: BuiltinOperator = async (ctx) => {
   // only when it names files itself (a re-ingested or retracted range); a window's withdrawal names none.
   const named = event.kind === 'data' || typeof event.payload?.key === 'string' || Array.isArray(event.payload?.files);
   const keys = named ? await resolveInputKeys(ctx, event, 'sql') : [];
-  if (keys.length > 0 && !(await allPresent(ctx, keys))) {
+  // Gone: the files it names are not there any more, or it is a retraction that names none (a
+  // window withdrawn by range_aggregator: the window has no content now).
+  const retracted = event.kind === 'invalidation' && event.cursor === null && !named;
+  if (retracted || (keys.length > 0 && !(await allPresent(ctx, keys)))) {
     // The input range is gone (retracted by a reorg onto a shorter chain, after this event was
     // sent): so is its output, and downstream hears of it as a retraction (no cursor).
     if (key) await ctx.store.delete(key);
