@@ -123,6 +123,22 @@ publish: [{job: nobody, dataset_name: x}]`;
     expect(res.body.plan.warnings).toEqual([{ path: 'jobs[0].scaling.mode', message: expect.stringContaining('ignored') }]);
   });
 
+  it('an append Postgres output of a sql job without a cursor column is accepted with a warning about reorgs', async () => {
+    const res = await call(trace.baseUrl, 'POST', '/v1/dags/validate', {
+      token: TOKEN,
+      body: {
+        name: 'append_warning',
+        jobs: [
+          { name: 'src', operator: 'cryo_ingest', config: { datatypes: ['logs'] }, outputs: [{ backend: 's3', update_strategy: 'replace', cursor: 'block_number', partitioning: 'range' }] },
+          { name: 'rows', operator: 'sql', inputs: [{ from: { job: 'src' } }], config: { sql: 'SELECT * FROM input_0' }, outputs: [{ backend: 'postgres', update_strategy: 'append', unique_key: ['block_number', 'log_index'] }] },
+          { name: 'by_block', operator: 'sql', inputs: [{ from: { job: 'src' } }], config: { sql: 'SELECT * FROM input_0' }, outputs: [{ backend: 'postgres', update_strategy: 'append', unique_key: ['block_number', 'log_index'], cursor: 'block_number' }] },
+        ],
+      },
+    });
+    expect(res.status).toBe(200);
+    expect(res.body.plan.warnings).toEqual([{ path: 'jobs[1].outputs[0].cursor', message: expect.stringContaining('after a reorg a re-derived row keeps its old values') }]);
+  });
+
   it('nothing is stored by rejected deploys', async () => {
     const dags = await call(trace.baseUrl, 'GET', '/v1/dags', { token: TOKEN });
     expect(dags.body).toEqual([]);

@@ -316,6 +316,16 @@ function graph(c: Checker, jobs: (JobSpec | undefined)[], pools: (WorkerPool | u
       if (target && (target.writes_to || !target.buffered)) c.fail(p, `only a buffered output (buffered: true) can have several writers; jobs.${out.writes_to.job}.outputs[${out.writes_to.output}] is not one`);
     });
     if (j.worker_pool && !poolNames.has(j.worker_pool)) c.fail(`${path}.worker_pool`, `no worker pool named "${j.worker_pool}" in worker_pools`);
+    if (j.operator === 'sql') {
+      j.outputs.forEach((out, n) => {
+        if (out && !out.writes_to && out.backend === 'postgres' && out.update_strategy === 'append' && !out.cursor) {
+          c.warnings.push({
+            path: `${path}.outputs[${n}].cursor`,
+            message: 'without a cursor column this append output only ever inserts: after a reorg a re-derived row keeps its old values and a retracted range keeps its rows; set cursor (e.g. block_number) to have each range rewritten (ADR 0022)',
+          });
+        }
+      });
+    }
     const source = j.inputs.length === 0;
     if (source && j.operator && j.operator !== 'cryo_ingest' && j.operator !== 'user') c.fail(`${path}.inputs`, `operator ${j.operator} needs at least one input`);
     if (j.operator === 'cryo_ingest' && j.inputs.length > 0) c.fail(`${path}.inputs`, 'cryo_ingest is a source: it reads the chain, not datasets');
