@@ -76,6 +76,17 @@ export const rangeAggregator: BuiltinOperator = async (ctx) => {
   // The part's files are checked before they are recorded: the state only ever holds keys this
   // input dataset may name (src/operators/input-files.ts).
   const files = revision ? await resolveInputKeys(ctx, event, 'range_aggregator') : [];
+  // A retraction that names files that are back (the range was confirmed again before this task
+  // ran) is stale: the re-confirmation's data event records the part (ADR 0022).
+  if (!revision && event.cursor === null && namesFiles) {
+    const named = await resolveInputKeys(ctx, event, 'range_aggregator');
+    let back = named.length > 0;
+    for (const k of named) if (back && !(await ctx.store.exists(k))) back = false;
+    if (back) {
+      ctx.log('retraction of a range that is back: nothing to do', { start, end });
+      return;
+    }
+  }
 
   // Record this part (or withdraw it, for an invalidation) and decide who announces what.
   let act: { emit?: string; withdraw?: string; parts: Part[] } = { parts: [] };

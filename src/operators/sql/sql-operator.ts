@@ -61,6 +61,12 @@ export const sqlOperator: BuiltinOperator = async (ctx) => {
     return;
   }
   if (event.kind === 'invalidation') {
+    // A retraction whose files are back (the range was confirmed again before this task ran) is
+    // stale: the re-confirmation's own data event carries the range on, so nothing is passed on.
+    if (event.cursor === null && keys.length > 0) {
+      ctx.log('retraction of a range that is back: nothing to do', { start: event.start, end: event.end });
+      return;
+    }
     await ctx.emit([{ output: 0, kind: 'invalidation', ...scope, ...(key ? { payload: { key } } : {}) }]);
     return;
   }
