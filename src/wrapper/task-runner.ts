@@ -105,7 +105,7 @@ export interface RunnerOptions {
  * attempt token; the operator process never sees it.
  */
 export class TaskRunner {
-  /** The one org whose code an unsandboxed wrapper runs (TRACE_SANDBOX=none). */
+  /** The one org whose code a single-tenant wrapper runs (TRACE_SANDBOX=none, or a user namespace that keeps supplementary groups). */
   private tenant?: string;
 
   constructor(
