@@ -1,5 +1,6 @@
 import type { EventRef, OutputRef } from '../dispatcher/core/task-payload';
 import { rangeKey, type OperatorContext } from './operator';
+import type { ObjectStore } from '../common/storage';
 
 /**
  * Which files a built-in operator may read or pass on. An input event's payload is written by
@@ -139,4 +140,10 @@ export function assertOutputLocation(output: OutputRef, orgId: string, operator:
     throw new Error(`${operator}: output ${output.index} has location ${shownKey(output.location)}, not its dataset version's own (${expected ?? 'none'})`);
   }
   return output.location;
+}
+
+/** Whether every one of the (checked) keys is in the object store now: a range's input as it is, not as its event said (ADR 0022). */
+export async function allPresent(store: Pick<ObjectStore, 'exists'>, keys: string[]): Promise<boolean> {
+  for (const k of keys) if (!(await store.exists(k))) return false;
+  return true;
 }

@@ -3,7 +3,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PARQUET_OPTIONS } from '../cryo/parquet-writer';
 import { lit, openLockedDuckDb } from '../duckdb/locked-duckdb';
-import { assertOutputLocation, assertReadableKeys, resolveInputKeys } from '../input-files';
+import { allPresent, assertOutputLocation, assertReadableKeys, resolveInputKeys } from '../input-files';
 import { rangeKey, type BuiltinOperator, type OperatorContext } from '../operator';
 import { parseAggregatorConfig } from './range-config';
 
@@ -80,9 +80,7 @@ export const rangeAggregator: BuiltinOperator = async (ctx) => {
   // ran) is stale: the re-confirmation's data event records the part (ADR 0022).
   if (!revision && event.cursor === null && namesFiles) {
     const named = await resolveInputKeys(ctx, event, 'range_aggregator');
-    let back = named.length > 0;
-    for (const k of named) if (back && !(await ctx.store.exists(k))) back = false;
-    if (back) {
+    if (named.length > 0 && (await allPresent(ctx.store, named))) {
       ctx.log('retraction of a range that is back: nothing to do', { start, end });
       return;
     }

@@ -3,19 +3,14 @@ import { join } from 'node:path';
 import { runDuckDbJob } from '../duckdb/duckdb-process';
 import { lit } from '../duckdb/locked-duckdb';
 import { PARQUET_OPTIONS } from '../cryo/parquet-writer';
-import { assertOutputLocation, resolveInputKeys } from '../input-files';
-import { rangeKey, type BuiltinOperator, type OperatorContext } from '../operator';
+import { allPresent, assertOutputLocation, resolveInputKeys } from '../input-files';
+import { rangeKey, type BuiltinOperator } from '../operator';
 
 
 /** DuckDB's memory limit for a `sql` task; its process's address space is capped above it. */
 export const SQL_MEMORY_LIMIT = '1GB';
 /** Most rows one range of a `sql` job may write into a Postgres output (they pass through the wrapper). */
 export const SQL_POSTGRES_MAX_ROWS = 1_000_000;
-
-async function allPresent(ctx: OperatorContext, keys: string[]): Promise<boolean> {
-  for (const k of keys) if (!(await ctx.store.exists(k))) return false;
-  return true;
-}
 
 /**
  * The `sql` operator: a transform written in SQL, run by DuckDB over the files of the task's input
@@ -51,7 +46,7 @@ export const sqlOperator: BuiltinOperator = async (ctx) => {
   // Gone: the files it names are not there any more, or it is a retraction that names none (a
   // window withdrawn by range_aggregator: the window has no content now).
   const retracted = event.kind === 'invalidation' && event.cursor === null && !named;
-  if (retracted || (keys.length > 0 && !(await allPresent(ctx, keys)))) {
+  if (retracted || (keys.length > 0 && !(await allPresent(ctx.store, keys)))) {
     // The input range is gone (retracted by a reorg onto a shorter chain, after this event was
     // sent): so is its output, and downstream hears of it as a retraction (no cursor).
     if (key) await ctx.store.delete(key);
